@@ -1,0 +1,49 @@
+"""Packaging for flowrl_nb. Everything is read from settings.ini (nbdev's layout); no pkg_resources."""
+from configparser import ConfigParser
+from pathlib import Path
+import setuptools
+
+here = Path(__file__).parent
+cfg = ConfigParser(delimiters=['='])
+cfg.read(here / 'settings.ini', encoding='utf-8')
+cfg = cfg['DEFAULT']
+
+reqs = cfg.get('requirements', '').split()
+dev_reqs = cfg.get('dev_requirements', '').split()
+extras = {
+    'dev': dev_reqs,
+    # 4-bit / 8-bit QLoRA base weights
+    'quant': ['bitsandbytes>=0.45'],
+}
+statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable',
+            '6 - Mature', '7 - Inactive']
+min_python = cfg['min_python']
+py_versions = ['3.10', '3.11', '3.12', '3.13']
+
+setuptools.setup(
+    name=cfg['lib_name'],
+    version=cfg['version'],
+    description=cfg['description'],
+    long_description=(here / 'README.md').read_text(encoding='utf-8'),
+    long_description_content_type='text/markdown',
+    author=cfg['author'],
+    author_email=cfg['author_email'],
+    license='Apache-2.0',
+    url=cfg['git_url'],
+    keywords=cfg['keywords'].split(),
+    classifiers=[
+        'Development Status :: ' + statuses[int(cfg['status']) - 1],
+        'Intended Audience :: ' + cfg['audience'].title(),
+        'Natural Language :: ' + cfg['language'].title(),
+    ] + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
+    python_requires='>=' + min_python,
+    # data/ (the built-in tiny model and task files) ships inside the wheel as flowrl_nb/data
+    packages=setuptools.find_packages(include=['flowrl_nb', 'flowrl_nb.*']) + ['flowrl_nb.data'],
+    package_dir={'flowrl_nb.data': 'data'},
+    package_data={'flowrl_nb.data': ['*', '*/*', '*/*/*']},
+    install_requires=reqs,
+    extras_require=extras,
+    zip_safe=False,
+    entry_points={'console_scripts': cfg['console_scripts'].split(),
+                  'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+)
