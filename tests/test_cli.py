@@ -1,0 +1,50 @@
+"The `flowrl_nb` console script, run as a user would."
+import json, subprocess, sys
+from pathlib import Path
+from flowrl_nb import __version__
+
+EXE = str(Path(sys.executable).parent / 'flowrl_nb')
+
+
+def run(*args, **kw):
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_version():
+    r = run('--version')
+    assert r.returncode == 0 and r.stdout.strip() == f'flowrl_nb {__version__}'
+
+
+def test_train_writes_run_and_summary(tmp_path):
+    out = tmp_path / 'run'
+    cfg = tmp_path / 'cfg.yaml'
+    cfg.write_text('algorithm: grpo\nprompts_per_step: 4\nnum_generations: 4\n')
+    r = run('train', '--config', str(cfg), '--set', 'max_steps=2', '--set', f'output_dir={out}', '--set', 'learning_rate=2e-3')
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == f'run directory: {out}'
+    assert lines[-1].startswith('done: grpo, 2 steps in ')
+    recs = [json.loads(l) for l in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert [x['step'] for x in recs] == [1, 2]
+    assert 'learning_rate: 0.002' in (out / 'config.yaml').read_text()
+    # resume continues the same run
+    r = run('train', '--resume', str(out), '--steps', '1')
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(l)['step'] for l in (out / 'metrics.jsonl').read_text().splitlines()] == [1, 2, 3]
+
+
+def test_unknown_key_is_refused_with_a_suggestion():
+    r = run('train', '--set', 'betta=5')
+    assert r.returncode == 2
+    assert 'did you mean "beta"' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_bad_value_names_field_and_range():
+    r = run('train', '--set', 'beta=-1')
+    assert r.returncode == 2 and 'beta' in r.stderr and '-1' in r.stderr
+
+
+def test_cli_import_is_light():
+    code = 'import sys, flowrl_nb.cli; print("torch" in sys.modules)'
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.stdout.strip() == 'False'

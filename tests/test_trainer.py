@@ -1,0 +1,166 @@
+"End-to-end trainer tests on the built-in tiny model (CPU)."
+import json, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+import pytest, torch
+from flowrl_nb.config import FlowRLConfig
+from flowrl_nb.trainer import Trainer
+from flowrl_nb.runlog import load_run, read_jsonl
+
+torch.set_num_threads(1)
+SMALL = dict(prompts_per_step=4, num_generations=4, num_mini_batches=2, max_steps=6)
+
+
+def cfg(tmp_path, name='run', **kw):
+    return FlowRLConfig(**{**SMALL, 'output_dir': str(tmp_path / name), **kw})
+
+
+def strip_times(ms):
+    "Metrics without wall-clock fields (and without the log's own type/step/time keys)."
+    return [{k: v for k, v in m.items() if not (k.startswith('time') or k in ('tokens_per_sec', 'type', 'step'))} for m in ms]
+
+
+@pytest.mark.parametrize('algorithm', ['flowrl', 'grpo', 'reinforce_pp'])
+def test_each_algorithm_trains_and_moves_the_adapter(tmp_path, algorithm):
+    tr = Trainer(cfg(tmp_path, algorithm=algorithm, save_steps=0))
+    before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
+    hist = tr.train(2)
+    assert len(hist) == 2 and tr.step_count == 2
+    for m in hist:
+        assert m['optim/skipped_steps'] == 0 and 0 <= m['reward/mean'] <= 1
+        assert all(v is None or isinstance(v, (int, float, str)) for v in m.values())
+    after = dict(tr.model.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in before), 'no adapter weight changed'
+    if algorithm == 'flowrl':
+        assert {'log_z', 'delta_abs', 'importance_weight', 'ref_kl'} <= set(hist[-1])
+    # the run can be read back
+    run = load_run(tr.run_dir)
+    assert [m['step'] for m in run.metrics] == [1, 2] and run.config.algorithm == algorithm
+    assert tr.last_checkpoint.name == 'step-000002'   # saved at the end even with save_steps=0
+
+
+def test_importance_weights_differ_from_one_after_first_minibatch(tmp_path):
+    tr = Trainer(cfg(tmp_path, is_mode='none', learning_rate=5e-2, num_mini_batches=4, prompts_per_step=4, save_steps=0))
+    m = tr.train_step()
+    assert m['importance_weight_raw'] != pytest.approx(1.0, abs=1e-6)
+
+
+def test_qlora_4bit_trains(tmp_path):
+    pytest.importorskip('bitsandbytes')
+    tr = Trainer(cfg(tmp_path, quantization='4bit', save_steps=0))
+    hist = tr.train(1)
+    assert hist[0]['optim/skipped_steps'] == 0 and 'log_z' in hist[0]
+    assert any('4bit' in type(m).__name__ for m in tr.model.modules())
+
+
+def test_live_control_change_reaches_next_step_and_events(tmp_path):
+    tr = Trainer(cfg(tmp_path, save_steps=0))
+    tr.train_step()
+    tr.controls.set(beta=3.0, is_mode='clip')
+    m = tr.train_step()
+    assert m['control/beta'] == 3.0 and m['control/is_mode'] == 'clip'
+    ev = [(e['step'], e['name'], e['old'], e['new']) for e in load_run(tr.run_dir).events]
+    assert ev == [(2, 'beta', 15.0, 3.0), (2, 'is_mode', 'cap', 'clip')]
+    with pytest.raises(ValueError, match='beta'):
+        tr.controls.beta = -2
+    with pytest.raises(ValueError, match='is_mode'):
+        tr.controls.is_mode = 'clamp'
+    assert tr.controls.beta == 3.0 and tr.controls.pending == {}
+
+
+def test_background_run_pause_resume_stop(tmp_path):
+    tr = Trainer(cfg(tmp_path, save_steps=0))
+    tr.start(50)
+    deadline = time.time() + 120
+    while tr.step_count < 1 and time.time() < deadline: time.sleep(0.05)
+    tr.pause()
+    while tr.status != 'paused' and time.time() < deadline: time.sleep(0.05)
+    assert tr.status == 'paused'
+    s = tr.step_count; time.sleep(0.5); assert tr.step_count == s   # really paused
+    tr.controls.beta = 7.0
+    tr.resume()
+    while tr.step_count < s + 1 and time.time() < deadline: time.sleep(0.05)
+    tr.stop()
+    assert tr.status == 'stopped' and not tr.running
+    assert tr.last_checkpoint.name == f'step-{tr.step_count:06d}'
+    assert load_run(tr.run_dir).metrics[-1]['control/beta'] == 7.0
+    with pytest.raises(RuntimeError):  # one loop at a time
+        tr.start(1); tr.start(1)
+    tr.stop()
+
+
+def test_raising_reward_function_does_not_stop_training(tmp_path):
+    calls = []
+    def flaky(prompts, completions, **kw):
+        calls.append(1)
+        raise RuntimeError('reward server down')
+    def good(prompts, completions, target, **kw):
+        return [1.0] * len(completions)
+    tr = Trainer(cfg(tmp_path, save_steps=0), reward_funcs=[flaky, good])
+    with pytest.warns(Warning):
+        hist = tr.train(2)
+    assert len(calls) == 2
+    assert all(m['reward/errors'] > 0 for m in hist)
+
+
+def test_invalid_config_is_refused():
+    with pytest.raises(ValueError, match='num_generations'):
+        FlowRLConfig(num_generations=0)
+    with pytest.raises(ValueError, match='algorithm'):
+        Trainer(FlowRLConfig(), algorithm='ppo')
+
+
+def test_resume_is_exact(tmp_path):
+    straight = Trainer(cfg(tmp_path, 'a', save_steps=3)).train(6)
+    assert strip_times(straight) == strip_times(load_run(tmp_path / 'a').metrics)
+    tr = Trainer(cfg(tmp_path, 'b', save_steps=3))
+    tr.train(3)
+    del tr
+    tr2 = Trainer.resume(tmp_path / 'b')
+    assert tr2.step_count == 3
+    resumed = tr2.train(3)
+    all_b = load_run(tmp_path / 'b').metrics
+    assert [m['step'] for m in all_b] == [1, 2, 3, 4, 5, 6]
+    assert strip_times(straight) == strip_times(all_b)
+    assert strip_times(straight[3:]) == strip_times(resumed)
+
+
+def test_checkpoint_adapter_loads_with_plain_peft(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from flowrl_nb.model import token_logprobs
+    from flowrl_nb.tiny import tiny_model_path
+    tr = Trainer(cfg(tmp_path, learning_rate=5e-2, save_steps=0))
+    tr.train(2)
+    b = tr.engine.generate(['S=9:', 'S=12:'], 2, 3)
+    tr.model.eval()
+    with torch.no_grad():
+        ours = token_logprobs(tr.model, b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask).logp
+        plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_path()), str(tr.last_checkpoint)).eval()
+        theirs = token_logprobs(plain, b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask).logp
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_sigkill_mid_run_keeps_checkpoint_and_valid_jsonl(tmp_path):
+    run = tmp_path / 'killed'
+    script = textwrap.dedent(f'''
+        import torch; torch.set_num_threads(1)
+        from flowrl_nb.config import FlowRLConfig
+        from flowrl_nb.trainer import Trainer
+        Trainer(FlowRLConfig(prompts_per_step=4, num_generations=4, num_mini_batches=2, save_steps=2,
+                             output_dir={str(run)!r})).train(1000)
+    ''')
+    p = subprocess.Popen([sys.executable, '-c', script])
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        recs = read_jsonl(run / 'metrics.jsonl') if (run / 'metrics.jsonl').exists() else []
+        if len([r for r in recs if r.get('type') == 'step']) >= 5: break
+        time.sleep(0.02)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    lines = (run / 'metrics.jsonl').read_text().splitlines()
+    for l in lines[:-1]: json.loads(l)       # every complete line is valid JSON
+    tr = Trainer.resume(run)
+    assert tr.step_count >= 4 and tr.step_count % 2 == 0
+    assert [m['step'] for m in load_run(run).metrics] == list(range(1, tr.step_count + 1))
+    assert not any(p.name.startswith('.') for p in (run / 'checkpoints').iterdir()), 'half-written checkpoint left behind'
+    tr.train(1)
+    assert load_run(run).metrics[-1]['step'] == tr.step_count
