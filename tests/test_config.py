@@ -9,6 +9,8 @@ from flowrl_nb.config import (FIELD_CHECKS, FIELD_NAMES, IS_MODES, LIVE_FIELDS, 
 
 # --- every validation error, with its exact message -------------------------------------------------------------
 BAD = [
+    (dict(reward_form='advantage'), "reward_form must be one of 'adv', 'raw', got 'advantage'"),
+    (dict(length_norm='total'), "length_norm must be one of 'mean', 'sum', got 'total'"),
     (dict(algorithm='ppo'), "algorithm must be one of 'flowrl', 'grpo', 'reinforce_pp', got 'ppo'"),
     (dict(algorithm='gpro'), '(did you mean "grpo"?)'),
     (dict(model_name_or_path=' '), "model_name_or_path must be a non-empty string, got ' '"),
@@ -141,7 +143,7 @@ def test_coerce_errors(name, s, msg):
 def test_live_fields_are_fields():
     assert set(LIVE_FIELDS) <= set(FIELD_NAMES)
     assert LIVE_FIELDS == ('beta', 'learning_rate', 'z_learning_rate', 'is_mode', 'is_cap',
-                           'epsilon', 'epsilon_high', 'tis_cap', 'temperature')
+                           'epsilon', 'epsilon_high', 'tis_cap', 'temperature', 'reward_form', 'length_norm')
 
 
 @pytest.mark.parametrize('name,value,want', [

@@ -67,6 +67,19 @@ def test_live_control_change_reaches_next_step_and_events(tmp_path):
     assert tr.controls.beta == 3.0 and tr.controls.pending == {}
 
 
+def test_ablation_switches_are_live_controls(tmp_path):
+    tr = Trainer(cfg(tmp_path, save_steps=0))
+    a = tr.train_step()
+    tr.controls.set(reward_form='raw', length_norm='sum')
+    b = tr.train_step()
+    assert (a['control/reward_form'], a['control/length_norm']) == ('adv', 'mean')
+    assert (b['control/reward_form'], b['control/length_norm']) == ('raw', 'sum')
+    # with the raw reward in the exponent, log_reward is the mean raw reward (≥ 0), not the zero-mean r̂
+    assert b['log_reward'] >= 0
+    names = [(e['step'], e['name']) for e in load_run(tr.run_dir).events]
+    assert names == [(2, 'reward_form'), (2, 'length_norm')]
+
+
 def test_background_run_pause_resume_stop(tmp_path):
     tr = Trainer(cfg(tmp_path, save_steps=0))
     tr.start(50)
