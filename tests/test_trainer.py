@@ -177,3 +177,18 @@ def test_sigkill_mid_run_keeps_checkpoint_and_valid_jsonl(tmp_path):
     assert not any(p.name.startswith('.') for p in (run / 'checkpoints').iterdir()), 'half-written checkpoint left behind'
     tr.train(1)
     assert load_run(run).metrics[-1]['step'] == tr.step_count
+
+
+def test_train_on_a_math_file_with_the_math_reward_and_periodic_eval(tmp_path):
+    "The issue-6 wiring: train_file + reward='math' + eval_file/eval_steps, through the same trainer (tiny model)."
+    pytest.importorskip('math_verify')
+    data = tmp_path / 'sums.jsonl'
+    data.write_text(''.join(json.dumps({'problem': f'{a}+{b}', 'answer': str(a + b)}) + '\n' for a, b in [(1, 2), (3, 4), (2, 2), (5, 1)]))
+    tr = Trainer(cfg(tmp_path, task='digit_sum', train_file=str(data), reward='math', reward_incorrect=-1.0,
+                     eval_file=str(data), eval_steps=2, eval_n=2, max_prompt_length=64, max_completion_length=4,
+                     save_steps=0, coverage_steps=0))
+    assert tr.rows[0]['answer'] == '3' and 'prompt' in tr.rows[0]
+    hist = tr.train(2)
+    assert all(m['reward/min'] >= -1.0 and m['reward/max'] <= 1.0 for m in hist)
+    assert any(k.startswith('eval/') for k in hist[1]) and not any(k.startswith('eval/') for k in hist[0])
+    assert list((tr.run_dir / 'eval').glob('sums*-step2.json'))

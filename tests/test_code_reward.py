@@ -1,0 +1,285 @@
+"""flowrl_nb.code_reward: hostile programs end within their limits with reward 0 and a recorded reason, and leave the
+host unharmed; a trainer whose reward runs them keeps going."""
+import os, secrets, socket, subprocess, sys, tempfile, threading, time
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowrl_nb.code_reward import (CodeReward, Sandbox, SandboxLimits, _uid_processes, extract_code, normalize_tests,
+                                   score_program, stdout_matches, values_match)
+
+IS_ROOT = os.geteuid() == 0
+LIMITS = SandboxLimits(time_limit=3.0, memory_mb=512, processes=32)
+ADD_TESTS = 'assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(20, 22) == 42'
+STDIO_TESTS = [{'input': '1 2\n', 'output': '3\n'}, {'input': '20 22\n', 'output': '42\n'}]
+
+
+@pytest.fixture(scope='module')
+def sandbox():
+    return Sandbox(LIMITS, workers=4)
+
+
+def test_protections_active_on_this_machine(sandbox):
+    p = sandbox.protections
+    print('\nsandbox protections:', p)
+    assert p['nproc_enforced'], p          # the bounded fork probe was stopped by RLIMIT_NPROC
+    assert 'blocked' in p['network'], p
+    if IS_ROOT:
+        assert p['user'].startswith('uid 61000') and p['network'].startswith('network namespace')
+        assert not p['host_tmp_visible'] and p['filesystem'].startswith('private tmpfs')
+
+
+def fenced(code): return f'Here is my solution.\n```python\n{code}\n```\n'
+
+
+def run_one(sandbox, code, tests):
+    "Score through the reward function, as the trainer does; return (reward, result, seconds)."
+    reward = CodeReward(sandbox=sandbox)
+    t0 = time.monotonic()
+    r = reward(['p'], [fenced(code)], tests=[tests])
+    return r[0], reward.last_results[0], time.monotonic() - t0
+
+
+def assert_no_leftovers(sandbox):
+    for uid in sandbox.uids:
+        if uid is not None: assert _uid_processes(uid) == [], f'processes of sandbox uid {uid} survived'
+
+
+# ------------------------------------------------------------------ hostile programs, one by one
+def test_infinite_loop(sandbox):
+    r, res, dt = run_one(sandbox, 'def add(a, b):\n    while True: pass', ADD_TESTS)
+    assert r == 0.0 and res.reason in ('timeout', 'cpu_limit') and dt < LIMITS.time_limit + 5
+    r, res, dt = run_one(sandbox, 'while True: pass', STDIO_TESTS)
+    assert r == 0.0 and res.reason in ('timeout', 'cpu_limit') and dt < LIMITS.time_limit + 5
+    assert_no_leftovers(sandbox)
+
+
+def test_fork_bomb(sandbox):
+    if not sandbox.protections['nproc_enforced']:
+        pytest.skip('RLIMIT_NPROC is not enforced here: a real fork bomb would not be contained')
+    bomb = 'import os\nwhile True:\n    try: os.fork()\n    except OSError: pass'
+    r, res, dt = run_one(sandbox, bomb, STDIO_TESTS)
+    assert r == 0.0 and res.reason in ('timeout', 'cpu_limit', 'killed'), res
+    assert dt < LIMITS.time_limit + 10
+    assert_no_leftovers(sandbox)
+    assert subprocess.run(['true']).returncode == 0   # the host can still start processes
+
+
+def test_setsid_escape_is_still_killed(sandbox):
+    code = ('import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint(3)')
+    r, res, _ = run_one(sandbox, code, STDIO_TESTS[:1])
+    assert r == 1.0    # it printed the right answer; its escaped child must not outlive the run
+    assert_no_leftovers(sandbox)
+
+
+def test_memory_bomb(sandbox):
+    r, res, dt = run_one(sandbox, 'a = []\nwhile True: a.append(bytearray(50 << 20))', STDIO_TESTS)
+    assert r == 0.0 and 'MemoryError' in res.reason, res
+    assert dt < LIMITS.time_limit + 5
+
+
+def test_huge_print(sandbox):
+    r, res, dt = run_one(sandbox, 'import sys\nwhile True: sys.stdout.write("x" * 65536)', STDIO_TESTS)
+    assert r == 0.0 and res.reason == 'output_limit'
+    r, res, _ = run_one(sandbox, 'print("x" * 10**8)\ndef add(a, b): return a + b', ADD_TESTS)
+    assert r == 0.0 and res.reason == 'output_limit'   # the cap applies to expression checks too
+
+
+needs_separate_user = pytest.mark.skipif(not IS_ROOT, reason='without root the sandbox runs as the current user, '
+                                         'which cannot be kept from its own files and processes (see Sandbox.protections)')
+
+
+@needs_separate_user
+def test_writes_and_deletes_outside_its_directory(sandbox, tmp_path):
+    host_dir = tmp_path / 'open'; host_dir.mkdir(); os.chmod(host_dir, 0o777)   # even a world-writable host folder
+    canary = host_dir / 'canary.txt'; canary.write_text('intact'); os.chmod(canary, 0o666)
+    repo_target = Path(__file__).resolve().parents[1] / f'ESCAPED_{secrets.token_hex(4)}'
+    other = Path(tempfile.mkdtemp(prefix='flowrl_canary_', dir='/var/lib' if os.access('/var/lib', os.W_OK) else None))
+    (other / 'keep.txt').write_text('intact')
+    code = f'''
+import os, shutil
+for p in [{str(canary)!r}, {str(other / 'keep.txt')!r}]:
+    for f in (lambda: os.remove(p), lambda: open(p, 'w').write('pwned')):
+        try: f()
+        except OSError: pass
+for p in [{str(repo_target)!r}, {str(host_dir / 'new.txt')!r}, '../escape.txt', '/tmp/escape.txt', {str(other / 'new.txt')!r}]:
+    try: open(p, 'w').write('pwned')
+    except OSError: pass
+try: shutil.rmtree({str(other)!r})
+except OSError: pass
+print('done')
+'''
+    try:
+        r, res, _ = run_one(sandbox, code, STDIO_TESTS[:1])
+        assert r == 0.0 and res.reason == 'wrong_answer'
+        assert canary.read_text() == 'intact' and (other / 'keep.txt').read_text() == 'intact'
+        assert not repo_target.exists() and not (host_dir / 'new.txt').exists() and not (other / 'new.txt').exists()
+        assert not Path('/tmp/escape.txt').exists() or Path('/tmp/escape.txt').read_text() != 'pwned'
+    finally:
+        import shutil
+        shutil.rmtree(other, ignore_errors=True)
+        if repo_target.exists(): repo_target.unlink()
+
+
+def test_reading_the_parents_environment_secrets(sandbox, monkeypatch):
+    secret = 'sk-' + secrets.token_hex(16)
+    monkeypatch.setenv('FLOWRL_TEST_SECRET', secret)
+    code = '''
+import os, glob
+print(dict(os.environ))
+for p in ['/proc/%d/environ' % os.getppid(), '/proc/1/environ'] + glob.glob('/proc/*/environ'):
+    try: print(open(p, 'rb').read())
+    except OSError: pass
+'''
+    reward = CodeReward(sandbox=sandbox)
+    assert reward(['p'], [fenced(code)], tests=[STDIO_TESTS[:1]]) == [0.0]
+    out = sandbox.run({'solution.py': code}, 'main')
+    assert secret not in out.stdout and secret not in out.stderr
+    assert 'FLOWRL_TEST_SECRET' not in out.stdout
+
+
+def test_opening_a_socket(sandbox):
+    srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(1); srv.settimeout(0.2)
+    port, accepted, stop = srv.getsockname()[1], [], threading.Event()
+    def serve():
+        while not stop.is_set():
+            try: accepted.append(srv.accept())
+            except OSError: pass
+    th = threading.Thread(target=serve, daemon=True); th.start()
+    code = f'''
+import socket
+for f in (lambda: socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'pwned'),
+          lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'pwned', ('127.0.0.1', {port}))):
+    try: f(); print('sent')
+    except OSError as e: print('blocked', type(e).__name__)
+'''
+    try:
+        r, res, _ = run_one(sandbox, code, STDIO_TESTS[:1])
+        out = sandbox.run({'solution.py': code}, 'main').stdout
+        time.sleep(0.5)
+        assert r == 0.0 and accepted == [] and 'sent' not in out, (out, accepted)
+    finally:
+        stop.set(); th.join(2); srv.close()
+
+
+@needs_separate_user
+def test_killing_its_parent(sandbox):
+    bystander = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    code = f'''
+import os, signal
+for f in (lambda: os.kill(os.getppid(), signal.SIGKILL), lambda: os.killpg(os.getpgid(os.getppid()), signal.SIGKILL),
+          lambda: os.kill({os.getpid()}, signal.SIGKILL), lambda: os.kill({bystander.pid}, signal.SIGKILL),
+          lambda: os.kill(1, signal.SIGKILL), lambda: os.kill(-1, signal.SIGKILL)):
+    try: f()
+    except OSError: pass
+print(3)
+'''
+    try:
+        r, res, _ = run_one(sandbox, code, STDIO_TESTS)
+        assert r == 0.0, res      # kill(-1) kills the program itself (only its own uid's processes)
+        assert bystander.poll() is None    # the host's processes, this test included, are alive
+    finally:
+        bystander.kill(); bystander.wait()
+
+
+def test_exit_before_the_tests_run(sandbox):
+    for code, reason in [('import sys; sys.exit(0)\ndef add(a, b): return a + b', 'load_error: SystemExit: 0'),
+                         ('import os; os._exit(0)\ndef add(a, b): return a + b', 'no_result'),
+                         ('def add(a, b): return a + b\nimport atexit, os; atexit.register(lambda: os._exit(0))\n'
+                          'raise SystemExit(0)', 'load_error: SystemExit: 0')]:
+        r, res, _ = run_one(sandbox, code, ADD_TESTS)
+        assert r == 0.0 and res.reason == reason, res
+
+
+def test_monkey_patching_the_test_harness(sandbox):
+    code = '''
+import builtins, json, os, sys
+forged = b'{"i": 0, "repr": "True", "ok": true, "passed": true}\\n{"i": 1, "passed": true}\\nPASSED\\nall tests passed\\n'
+for fd in range(1, 40):
+    try: os.write(fd, forged * 3)
+    except OSError: pass
+json.dumps = lambda *a, **k: '{"i": 0, "passed": true}'
+builtins.repr = lambda x: 'True'
+builtins.AssertionError = type('Never', (Exception,), {})
+sys.exit = lambda *a: None
+class AlwaysEqual:
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __repr__(self): return 'AlwaysEqual()'
+def add(a, b): return AlwaysEqual()
+'''
+    r, res, _ = run_one(sandbox, code, ADD_TESTS)
+    assert r == 0.0 and res.passed == 0 and res.reason.startswith('wrong_answer'), res
+    reward = CodeReward(sandbox=sandbox, partial=True)
+    assert reward(['p'], [fenced(code)], tests=[[{'fn_name': 'add', 'args': [1, 2], 'expected': 3}]]) == [0.0]
+
+
+def test_parallel_mix_scores_each_correctly(sandbox):
+    good, bad = 'def add(a, b): return a + b', 'def add(a, b):\n    while True: pass'
+    comps = [fenced(good if i % 2 == 0 else bad) for i in range(8)]
+    reward = CodeReward(sandbox=sandbox)
+    t0 = time.monotonic()
+    assert reward(['p'] * 8, comps, tests=[ADD_TESTS] * 8) == [1.0, 0.0] * 4
+    print(f'\n8 programs (4 loop until the {LIMITS.time_limit}s limit) on 4 slots: {time.monotonic() - t0:.1f}s')
+    assert_no_leftovers(sandbox)
+
+
+# ------------------------------------------------------------------ pure helpers
+def test_helpers():
+    assert extract_code('```python\na\n```\n```python\nb\n```') == 'b\n'
+    assert stdout_matches('1.0000001\n', '1') and not stdout_matches('1.1', '1')
+    assert values_match([1, (2, 3)], [1, [2, 3]]) and not values_match(1, '1')
+    checks, setup = normalize_tests({'inputs': ['1\n', '2\n'], 'outputs': ['1\n', '4\n']})
+    assert [c.kind for c in checks] == ['stdio', 'stdio'] and setup == ''
+
+
+# ------------------------------------------------------------------ a trainer keeps running through all of them
+def hostile_programs(canary: Path) -> dict:
+    "One program per attack; the destructive ones aim at a canary folder, never at real files."
+    progs = {
+        'infinite_loop': 'def add(a, b):\n    while True: pass',
+        'memory_bomb': 'a = []\nwhile True: a.append(bytearray(50 << 20))',
+        'huge_print': 'import sys\nwhile True: sys.stdout.write("x" * 65536)',
+        'secrets': 'import os\nprint(os.environ)\nprint(open("/proc/%d/environ" % os.getppid()).read())',
+        'socket': 'import socket\nsocket.create_connection(("127.0.0.1", 22), timeout=1)',
+        'exit_early': 'import sys\nsys.exit(0)\ndef add(a, b): return a + b',
+        'patch_harness': 'import builtins\nbuiltins.repr = lambda x: "3"\nclass E:\n    def __eq__(s, o): return True\ndef add(a, b): return E()',
+        'correct': 'def add(a, b):\n    return a + b',
+    }
+    if IS_ROOT:  # only with a separate sandbox user (see needs_separate_user)
+        progs['files'] = (f'import shutil\nshutil.rmtree({str(canary)!r}, ignore_errors=True)\n'
+                          f'open({str(canary / "x")!r}, "w").write("pwned")\nopen("../x", "w").write("pwned")')
+        progs['kill_parent'] = 'import os, signal\nos.kill(os.getppid(), signal.SIGKILL)'
+        progs['fork_bomb'] = 'import os\nwhile True:\n    try: os.fork()\n    except OSError: pass'
+    return progs
+
+
+def test_trainer_survives_hostile_code_rewards(tmp_path):
+    pytest.importorskip('transformers')
+    from flowrl_nb.config import FlowRLConfig
+    from flowrl_nb.trainer import Trainer
+    torch.set_num_threads(1)
+    code_reward = CodeReward(workers=2, limits=SandboxLimits(time_limit=2.0, memory_mb=512))
+    canary = tmp_path / 'canary'; canary.mkdir(); (canary / 'keep.txt').write_text('intact')
+    hostile = hostile_programs(canary)
+    if hostile.get('fork_bomb') and not code_reward.sandbox.protections['nproc_enforced']: del hostile['fork_bomb']
+    programs, seen = list(hostile.values()), []
+    def hostile_reward(prompts, completions, **columns):
+        "Map each sampled completion to the next hostile program, then score it in the sandbox."
+        comps = [fenced(programs[(len(seen) + i) % len(programs)]) for i in range(len(completions))]
+        seen.extend(comps)
+        out = code_reward(prompts, comps, tests=[ADD_TESTS] * len(comps))
+        seen_reasons.extend(r.reason for r in code_reward.last_results)
+        return out
+    seen_reasons = []
+    cfg = FlowRLConfig(prompts_per_step=2, num_generations=6, num_mini_batches=1, max_steps=2, save_steps=0,
+                       output_dir=str(tmp_path / 'run'))
+    tr = Trainer(cfg, reward_funcs=[hostile_reward])
+    hist = tr.train(2)
+    assert tr.step_count == 2 and len(hist) == 2 and tr.status == 'finished'
+    assert len(seen) == 24 and {p for p in programs} <= {s.split('```python\n')[1].rsplit('\n```', 1)[0] for s in seen}
+    assert sum(r == 'passed' for r in seen_reasons) == sum(hostile['correct'] in s for s in seen)   # only the correct program
+    assert (canary / 'keep.txt').read_text() == 'intact' and not (canary / 'x').exists()
+    assert all(m['reward/errors'] == 0 for m in hist)
+    print('\nreasons:', sorted(set(seen_reasons)))

@@ -1,0 +1,216 @@
+"Exact coverage (flowrl_nb.metrics): the enumeration is complete and exact, and every metric matches a hand computation."
+import math, tempfile
+import pytest, torch
+from flowrl_nb.config import FlowRLConfig
+from flowrl_nb.metrics import (COVERAGE_METRICS, CompletionSpace, ExactCoverage, coverage_of, coverage_for_trainer,
+                               tree_logprobs)
+from flowrl_nb.model import load_policy, token_logprobs
+from flowrl_nb.rollout import HFRolloutEngine
+from flowrl_nb.task import DigitSumTask
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope='module')
+def policy():
+    "The tiny model with a LoRA adapter moved away from zero (so π ≠ π_ref)."
+    model, tok = load_policy('tiny')
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for n, p in model.named_parameters():
+            if 'lora_B' in n: p.normal_(0, 0.05, generator=g)
+    return model.eval(), tok
+
+
+def coverage(tok, task, max_len):
+    return ExactCoverage(tok, task.rows(), max_len, reward_fn=task.reward,
+                         is_correct=lambda row, y: task.is_correct(row['target'], y), is_well_formed=task.is_well_formed)
+
+
+# ---- the enumeration: complete, exact, the sampler's own space -------------------------------------------------------
+
+@pytest.mark.parametrize('max_digits,max_len,lo,hi,partial,temperature', [
+    (1, 2, 1, 9, False, 1.0),       # one-digit answers
+    (1, 3, 3, 5, True, 1.0),        # room for more tokens than the task needs, partial credit
+    (2, 3, 5, 18, False, 1.0),      # two digits, the whole target range
+    (2, 3, 2, 4, True, 0.7),        # partial credit and another temperature
+    (3, 4, 12, 13, False, 1.0),     # the built-in size (two prompts to keep it quick)
+    (3, 4, 27, 27, True, 1.3),      # a single-answer prompt ("999")
+])
+def test_enumeration_sums_to_one(policy, max_digits, max_len, lo, hi, partial, temperature):
+    model, tok = policy
+    task = DigitSumTask(min_target=lo, max_target=hi, max_digits=max_digits, partial_credit=partial)
+    res = coverage(tok, task, max_len).evaluate(model, temperature=temperature, beta=15.0)
+    for p in res.per_prompt:
+        assert abs(p['total_mass'] - 1.0) < 1e-5, p
+        assert p['num_correct'] == task.num_correct(int(p['prompt'][2:-1]))
+    ref = res.evaluator.reference(model, temperature)
+    assert all(abs(r.exp().sum().item() - 1.0) < 1e-5 for r in ref)
+
+
+@pytest.mark.parametrize('max_len', [1, 2, 3])
+def test_every_leaf_matches_teacher_forcing(policy, max_len):
+    "Each leaf's tree-walk log-prob is what a plain batched forward (the training code) gives for that completion."
+    model, tok = policy
+    space = CompletionSpace.build(tok, max_len)
+    prompt = tok('S=9:').input_ids
+    lp = tree_logprobs(model, prompt, space, temperature=0.9, chunk_size=50)
+    mask = (torch.arange(max_len) < space.lengths[:, None]).long()
+    with torch.no_grad():
+        tf = token_logprobs(model, torch.tensor([prompt] * len(space)), torch.ones(len(space), len(prompt), dtype=torch.long),
+                            space.tokens, mask, temperature=0.9).logp.sum(1)
+    assert torch.allclose(lp.float(), tf, atol=2e-4)
+    assert len(set(map(tuple, space.tokens.tolist()))) == len(space)   # no leaf twice
+    assert abs(lp.exp().sum().item() - 1.0) < 1e-5
+
+
+def test_merged_walk_is_the_adapter_walk(policy):
+    "ExactCoverage walks a LoRA-merged copy of the policy: the same distribution as the adapter layers, model untouched."
+    model, tok = policy
+    task = DigitSumTask(min_target=9, max_target=10, max_digits=2)
+    ev = coverage(tok, task, 3)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    merged, direct = ev.walk(model, 0.9), ev.walk(model, 0.9, merge=False)
+    for a, b in zip(merged, direct):
+        assert (a - b).abs().max() < 1e-4 and abs(a.exp().sum().item() - 1) < 1e-5
+    assert type(model).__name__ == 'PeftModelForCausalLM'
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_space_is_what_the_sampler_draws(policy):
+    "Sampled completions decode to leaf texts, and their sampler log-probs equal the leaves' log-probs."
+    model, tok = policy
+    space = CompletionSpace.build(tok, 4)
+    lp = tree_logprobs(model, tok('S=13:').input_ids, space)
+    by_tokens = {tuple(r[:n].tolist()): i for i, (r, n) in enumerate(zip(space.tokens, space.lengths.tolist()))}
+    torch.manual_seed(0)
+    b = HFRolloutEngine(model, tok, max_prompt_length=16).generate(['S=13:'], 64, max_new_tokens=4)
+    for ids, m, text, rl in zip(b.completion_ids, b.completion_mask, b.completions, b.rollout_logp):
+        i = by_tokens[tuple(ids[m.bool()].tolist())]
+        assert space.texts[i] == text
+        assert abs(lp[i].item() - rl.sum().item()) < 2e-4
+
+
+def test_space_sizes_and_refusal():
+    tok = _TwoTokens()
+    space = CompletionSpace.build(tok, 3)
+    assert space.texts == ['', 'a', 'aaa', 'aa']               # walk order: the last level lists 'a' before EOS
+    assert space.ended.tolist() == [True, True, False, True]   # "aaa" is cut at 3 tokens, the others end with EOS
+    with pytest.raises(ValueError, match='more than max_leaves=10'):
+        CompletionSpace.build(tok, 20, max_leaves=10)
+    with pytest.raises(ValueError, match='max_len must be an integer >= 1'):
+        CompletionSpace.build(tok, 0)
+
+
+# ---- every metric on a hand-computed case -----------------------------------------------------------------------------
+
+class _TwoTokens:
+    "A two-token tokenizer: 'a' (0) and EOS (1)."
+    eos_token_id, pad_token_id = 1, 1
+    def __len__(self): return 2
+    def __call__(self, text): return type('Enc', (), {'input_ids': [0] * len(text)})()
+    def batch_decode(self, seqs, skip_special_tokens=False): return ['a' * len(s) for s in seqs]
+
+
+def lg(*p): return torch.tensor(p, dtype=torch.float64).log()
+
+
+def test_metrics_by_hand_on_a_two_token_space():
+    # leaves "", "a", "aa", "aaa" (any order); correct: "a" and "aa" (reward 1); "aaa" is not well formed
+    pi, ref = [0.1, 0.6, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25]
+    r, c, wf = [0., 1, 1, 0], [0, 1, 1, 0], [1, 1, 1, 0]
+    beta = math.log(3)
+    m = coverage_of(lg(*pi), lg(*ref), torch.tensor(r), torch.tensor(c), beta, torch.tensor(wf))
+    # p*_β ∝ π_ref·e^{βr} = (1, 3, 3, 1)/8;  p*_∞ = (0, ½, ½, 0);  π_C = (0, ¾, ¼, 0)
+    t = [1 / 8, 3 / 8, 3 / 8, 1 / 8]
+    hand = {
+        'correct_mass': 0.8, 'well_formed_mass': 0.9, 'expected_reward': 0.8, 'total_mass': 1.0,
+        'kl_pi_target': sum(p * math.log(p / q) for p, q in zip(pi, t)),
+        'kl_target_pi': sum(q * math.log(q / p) for p, q in zip(pi, t)),
+        'kl_pi_target_inf': 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5),
+        'kl_target_pi_inf': 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25),
+        'effective_modes': math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))),
+        'target_effective_modes': 2.0, 'target_correct_mass': 0.75,
+        'modes_covered': 1.0, 'modes_covered_correct': 1.0, 'num_correct': 2,
+    }
+    assert set(m) == set(hand)
+    for k, v in hand.items(): assert m[k] == pytest.approx(v, abs=1e-9), k
+    assert hand['kl_pi_target'] == pytest.approx(0.111651, abs=1e-6)
+
+
+def test_modes_covered_counts_and_the_correct_mass_confound():
+    # three correct answers with a uniform target; the policy writes them rarely but evenly
+    pi = [0.02, 0.02, 0.02, 0.94]
+    m = coverage_of(lg(*pi), lg(.25, .25, .25, .25), torch.tensor([1., 1, 1, 0]), torch.tensor([1, 1, 1, 0]), 1.0)
+    assert m['modes_covered'] == 0.0                 # 0.02 < 0.1 · ⅓: confounded by the low correct mass ...
+    assert m['modes_covered_correct'] == 1.0          # ... while π_C = p*_∞ exactly
+    assert m['kl_pi_target_inf'] == pytest.approx(0.0, abs=1e-12) and m['effective_modes'] == pytest.approx(3.0)
+    # a collapsed policy: one correct answer holds nearly everything
+    m = coverage_of(lg(0.97, 0.02, 0.001, 0.009), lg(.25, .25, .25, .25), torch.tensor([1., 1, 1, 0]),
+                    torch.tensor([1, 1, 1, 0]), 1.0)
+    assert m['modes_covered'] == pytest.approx(1 / 3)          # only 0.97 ≥ 0.1·⅓
+    assert m['modes_covered_correct'] == pytest.approx(1 / 3)  # 0.02/0.991 < 1/30 too
+    assert m['effective_modes'] < 1.2
+
+
+class _Fixed(ExactCoverage):
+    "ExactCoverage whose walks return given log-probs (to test the averaging and batch metrics by hand)."
+    def __init__(self, pis, refs, **kw):
+        super().__init__(_TwoTokens(), [{'prompt': 'x'}, {'prompt': 'xx'}], 3, reward_fn=lambda p, c, **k: [float(y in ('a', 'aa')) for y in c],
+                         is_correct=lambda row, y: y in ('a', 'aa') if row['prompt'] == 'x' else y == 'a', **kw)
+        self._pis, self._refs = pis, refs
+    def walk(self, model, temperature=1.0): return self._pis
+    def reference(self, model, temperature=1.0): return self._refs
+
+
+def test_averages_over_prompts_solved_and_batch_metrics():
+    # space order: "", "a", "aaa", "aa"
+    pis = [lg(0.1, 0.6, 0.1, 0.2), lg(0.3, 0.3, 0.1, 0.3)]       # prompt 1 solved (V=0.8), prompt 2 not (V=0.3)
+    refs = [lg(.25, .25, .25, .25)] * 2
+    ev = _Fixed(pis, refs)
+    model = torch.nn.Module(); model.lora_B = torch.nn.Parameter(torch.ones(1))   # an adapter that is not the identity
+    res = ev.evaluate(model, beta=1.0, batch={'prompts': ['x'] * 3 + ['xx'] * 3, 'group_size': 3,
+                                              'completions': ['a', 'a', 'aa', 'a', 'aa', 'zz']})
+    m = res.metrics
+    assert m['coverage/correct_mass'] == pytest.approx((0.8 + 0.3) / 2)
+    assert m['coverage/prompts_solved_frac'] == 0.5
+    assert m['coverage/effective_modes_solved'] == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    assert m['coverage/effective_modes'] == pytest.approx((m['coverage/effective_modes_solved'] + 1.0) / 2)
+    assert m['coverage/batch_distinct_correct'] == pytest.approx((2 + 1) / 2)   # {a, aa} for "x", {a} for "xx"
+    assert {f'coverage/{k}' for k in COVERAGE_METRICS} | {'time/coverage'} == set(m)
+    d = res.distribution(0)
+    assert d['completions'] == ['a', 'aa'] and d['pi'] == pytest.approx([0.6, 0.2]) and d['target_inf'] == pytest.approx([0.5, 0.5])
+    # with a zero adapter the policy is the reference: the walk is skipped and every KL to p*_∞ is 0
+    model.lora_B.data.zero_()
+    assert ev.evaluate(model, beta=1.0).metrics['coverage/kl_pi_target_inf'] == pytest.approx(0.0, abs=1e-12)
+
+
+# ---- the trainer's hook -----------------------------------------------------------------------------------------------
+
+SMALL = dict(task_max_digits=2, max_completion_length=3, task_min_target=5, task_max_target=9, prompts_per_step=4,
+             num_generations=4, num_mini_batches=2, save_steps=0, learning_rate=5e-3)
+
+
+def test_trainer_logs_coverage_every_n_steps_without_changing_training(tmp_path):
+    from flowrl_nb.trainer import Trainer
+    from flowrl_nb.runlog import load_run
+    a = Trainer(FlowRLConfig(**SMALL, coverage_steps=2, output_dir=str(tmp_path / 'a')))
+    ha = a.train(4)
+    assert [('coverage/correct_mass' in m) for m in ha] == [False, True, False, True]
+    assert all(abs(m['coverage/total_mass'] - 1) < 1e-5 for m in ha[1::2])
+    assert isinstance(a.coverage, ExactCoverage) and len(a.coverage.rows) == 5
+    b = Trainer(FlowRLConfig(**SMALL, coverage_steps=0, output_dir=str(tmp_path / 'b')))
+    hb = b.train(4)
+    same = lambda h: [(m['reward/mean'], m['final_loss']) for m in h]
+    assert same(ha) == same(hb)                       # measuring draws no random numbers and trains nothing
+    assert load_run(a.run_dir).series('coverage/correct_mass')[0] == [2, 4]
+    assert a.rewards.calls == 4                       # the run's own reward counters are untouched by coverage
+
+
+def test_not_enumerable_logs_nothing(tmp_path):
+    from flowrl_nb.trainer import Trainer
+    rows = [{'prompt': 'S=5:'}, {'prompt': 'S=6:'}]   # no "target" column: the task cannot tell what is correct
+    tr = Trainer(FlowRLConfig(**SMALL, coverage_steps=1, output_dir=str(tmp_path / 'r')), rows=rows,
+                 reward_funcs=lambda prompts, completions, **kw: [float(len(c)) for c in completions])
+    m = tr.train_step()
+    assert not any(k.startswith('coverage/') for k in m) and coverage_for_trainer(tr) is None

@@ -1,0 +1,235 @@
+"Dashboard tests: the log tail, the chart builders, and a real kernel steering a run through the widgets (nbclient)."
+import json, textwrap, threading
+from pathlib import Path
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from flowrl_nb.config import FlowRLConfig
+from flowrl_nb.runlog import RunLog, load_run
+from flowrl_nb.dashboard import (RunTail, RunsView, replay, time_figure, target_weights, advantage_shares, TIME_CHARTS,
+                                 chart_panels)
+
+# The built-in task shrunk to 2-digit answers: exact coverage then takes well under a second per measurement.
+SMALL = dict(prompts_per_step=4, num_generations=4, num_mini_batches=2, save_steps=0, task_max_digits=2,
+             max_completion_length=3, task_max_target=12, coverage_steps=2)
+
+
+def fake_run(d, steps=3, events=(), algorithm='flowrl'):
+    "A run directory written by hand: config, `steps` step records, and the given control events."
+    d = Path(d); log = RunLog(d)
+    FlowRLConfig(algorithm=algorithm, output_dir=str(d)).to_yaml(d / 'config.yaml')
+    for s in range(1, steps + 1):
+        for e in events:
+            if e[0] == s: log.log_event(*e)
+        log.log_step(s, {'reward/mean': 0.1 * s, 'final_loss': 1.0 / s, 'log_z': 0.5, 'coverage/correct_mass': 0.2 + 0.01 * s})
+    return d
+
+
+# --- reading a run while it is written ---------------------------------------------------------------------------
+
+def test_tail_reads_only_complete_lines_and_restarts_after_a_rewrite(tmp_path):
+    d = fake_run(tmp_path / 'r', steps=2)
+    tail = RunTail(d)
+    assert tail.poll() and [m['step'] for m in tail.run.metrics] == [1, 2]
+    with open(d / 'metrics.jsonl', 'a') as f: f.write('{"type":"step","step":3,"reward/me')
+    assert not tail.poll()                                       # a torn line waits
+    with open(d / 'metrics.jsonl', 'a') as f: f.write('an":0.3}\n')
+    assert tail.poll() and tail.run.metrics[-1] == {'type': 'step', 'step': 3, 'reward/mean': 0.3}
+    RunLog(d).truncate_after(1)                                  # a resume rewrites the log
+    tail.poll()
+    assert [m['step'] for m in tail.run.metrics] == [1]
+    assert tail.run.config.algorithm == 'flowrl' and tail.error is None
+
+
+def test_tail_reads_the_config_before_the_first_step(tmp_path):
+    d = tmp_path / 'r'; d.mkdir()
+    FlowRLConfig(algorithm='grpo').to_yaml(d / 'config.yaml')
+    tail = RunTail(d)
+    assert not tail.poll() and tail.run.config.algorithm == 'grpo'
+
+
+def test_tail_reports_a_corrupt_line_and_goes_on(tmp_path):
+    d = fake_run(tmp_path / 'r', steps=1)
+    with open(d / 'metrics.jsonl', 'a') as f: f.write('not json\n{"type":"step","step":2}\n')
+    tail = RunTail(d); tail.poll()
+    assert [m['step'] for m in tail.run.metrics] == [1, 2] and 'not valid JSON' in tail.error
+
+
+# --- charts ----------------------------------------------------------------------------------------------------------
+
+def test_replay_overlays_runs_and_marks_events(tmp_path):
+    a = fake_run(tmp_path / 'flowrl', events=[(2, 'beta', 15.0, 5.0), (2, 'is_mode', 'cap', 'clip')])
+    b = fake_run(tmp_path / 'grpo', algorithm='grpo')
+    rc = replay({'FlowRL': a, 'GRPO': b})
+    internals = rc['internals']
+    assert [t.name for t in internals.data if t.showlegend] == ['FlowRL', 'GRPO']
+    loss = [t for t in internals.data if t.hovertemplate.startswith('GRPO<br>loss')][0]
+    assert list(loss.x) == [1, 2, 3]
+    labelled = [s for s in internals.layout.shapes if s.label.text]
+    assert {s.label.text for s in labelled} == {'β 15→5, IS cap→clip'} and labelled[0].x0 == 1.5
+    # log Z is FlowRL's: its panel exists (the FlowRL run logs it) and holds one line per run, GRPO's empty
+    assert 'mean log Z' in internals.layout.meta['panels']
+    html = rc.to_html(include_plotlyjs=False)
+    assert html.count('class="plotly-graph-div"') == 2
+
+
+def test_panels_follow_what_runs_log_or_will_log(tmp_path):
+    grpo = load_run(fake_run(tmp_path / 'g', steps=0, algorithm='grpo'))
+    titles = [p.title for p in chart_panels('internals', [grpo])]
+    assert 'mean log Z' not in titles and 'loss' in titles
+    cov = [p.title for p in chart_panels('coverage', [grpo])]    # digit-sum with coverage_steps > 0: will log coverage
+    assert len(cov) == len(TIME_CHARTS['coverage'][1])
+    grpo.config.coverage_steps = 0
+    assert [p.title for p in chart_panels('coverage', [grpo])] == ['reward mean']
+
+
+def test_time_figure_thins_long_runs_but_keeps_the_last_point(tmp_path):
+    d = tmp_path / 'long'; log = RunLog(d)
+    for s in range(1, 2501): log.log_step(s, {'reward/mean': s})
+    fig = time_figure([load_run(d)], 'coverage', max_points=500)
+    tr = fig.data[-1]
+    assert len(tr.x) <= 501 and tr.x[-1] == 2500 and tr.y[-1] == 2500
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 6), st.floats(0, 50), st.data())
+def test_target_weights_are_a_softmax_within_each_group(groups, n, beta, data):
+    adv = np.array(data.draw(st.lists(st.floats(-4, 4), min_size=groups * n, max_size=groups * n)))
+    w = target_weights(adv, n, beta).reshape(groups, n)
+    assert np.allclose(w.sum(1), 1.0) and (w >= 0).all()
+    a = adv.reshape(groups, n)
+    for g in range(groups):  # a larger r̂ never gets a smaller weight
+        order = np.argsort(a[g], kind='stable')
+        assert (np.diff(w[g][order]) >= -1e-12).all()
+    xs, samples, mass = advantage_shares([{'adv': adv.tolist()}], n, beta)
+    assert np.isclose(samples.sum(), 1.0) and np.isclose(mass.sum(), 1.0)
+
+
+def test_runs_view_follows_a_growing_run(tmp_path):
+    a = fake_run(tmp_path / 'a', steps=2); b = fake_run(tmp_path / 'b', steps=1, algorithm='grpo')
+    view = RunsView([a, b], refresh=None)
+    reward = lambda: [len(t.x) for t in view.time_figs['coverage'].data if 'reward mean' in t.hovertemplate]
+    assert reward() == [2, 1]
+    RunLog(b).log_step(2, {'reward/mean': 0.5}); view.refresh()
+    assert reward() == [2, 2]
+    view.close()
+
+
+# --- a real kernel steers a run through the widgets ------------------------------------------------------------------
+
+KERNEL_NB = [
+    # build a trainer and a dashboard, start a short run in the background
+    '''
+    import html, time, json, threading, torch
+    torch.set_num_threads(1)
+    from flowrl_nb.config import FlowRLConfig
+    from flowrl_nb.trainer import Trainer
+    from flowrl_nb.dashboard import Dashboard
+    from flowrl_nb.runlog import load_run
+    tr = Trainer(FlowRLConfig(**{small}, max_steps=400, output_dir={run_dir!r}))
+    dash = Dashboard(tr, refresh=0.2)
+    # an enumerable task with coverage on: every coverage panel is there before the first step; FlowRL's log Z too
+    assert len(dash.time_figs['coverage'].layout.meta['panels']) == 6
+    assert 'mean log Z' in dash.time_figs['internals'].layout.meta['panels'] and dash.now_fig.layout.meta['enumerable']
+    dash
+    ''',
+    '''
+    def until(cond, what, timeout=240):
+        t0 = time.time()
+        while not cond():
+            assert time.time() - t0 < timeout, f'timed out waiting for {{what}}'
+            time.sleep(0.05)
+    dash.buttons['start'].click()
+    until(lambda: tr.step_count >= 2, 'two steps')
+    assert tr.running and tr.status == 'running' and dash.buttons['start'].disabled
+    ''',
+    # move β through the slider widget, as a click would
+    '''
+    dash.controls['beta'].value = 4.0
+    s_at_change = tr.step_count
+    assert tr.controls.pending == {{'beta': 4.0}}
+    until(lambda: any(e['name'] == 'beta' for e in load_run(tr.run_dir).events), 'the β event')
+    ev = [e for e in load_run(tr.run_dir).events if e['name'] == 'beta']
+    assert [(e['old'], e['new']) for e in ev] == [(15.0, 4.0)], ev
+    e = ev[0]['step']
+    assert s_at_change < e <= s_at_change + 2, (s_at_change, e)      # the step running then, or the next one
+    until(lambda: tr.step_count >= e, 'the step that applied it')
+    by_step = {{m['step']: m for m in load_run(tr.run_dir).metrics}}
+    assert by_step[e]['control/beta'] == 4.0 and by_step[e - 1]['control/beta'] == 15.0
+    ''',
+    # a refused value: the message shows next to the control, the slider snaps back, the run is untouched
+    '''
+    dash.controls['temperature'].value = 0.0
+    assert dash.controls['temperature'].value == 1.0
+    assert 'temperature must be > 0, got 0.0' in html.unescape(dash._errors['temperature'].value)
+    assert 'temperature' not in tr.controls.pending
+    dash.controls['is_mode'].value = 'clip'                          # clip: the ε controls appear, the cap goes
+    assert dash._rows['epsilon'].layout.display is None and dash._rows['is_cap'].layout.display == 'none'
+    ''',
+    # the charts and the table draw: the time charts mark the change
+    '''
+    until(lambda: len(dash.time_figs['internals'].data[0].x) >= e, 'the loss chart to catch up')
+    assert any(s.label.text and s.label.text.startswith('β 15→4') for s in dash.time_figs['internals'].layout.shapes)
+    until(lambda: len(dash.now_fig.data[1].x) > 0, 'the per-prompt coverage chart')  # exact coverage every 2 steps
+    assert 'Recent completions' in dash.table.value and 'step ' in dash.status_line.value
+    ''',
+    # Save checkpoint during the run: saved between two steps, and the run goes on
+    '''
+    s = tr.step_count
+    dash.buttons['save'].click()
+    until(lambda: 'saved' in dash.status_line.value, 'the checkpoint')
+    assert tr.last_checkpoint.is_dir() and int(tr.last_checkpoint.name.split('-')[1]) >= s
+    until(lambda: tr.step_count > s + 1, 'the run to go on after saving')
+    assert tr.status == 'running'
+    ''',
+    # pause / resume / stop leave the trainer in the states they claim
+    '''
+    dash.buttons['pause'].click()
+    until(lambda: tr.status == 'paused', 'pause')
+    s = tr.step_count; time.sleep(1.0)
+    assert tr.step_count == s and tr.running
+    dash.refresh()
+    assert dash.buttons['pause'].description == 'Resume' and '<b>paused</b>' in dash.status_line.value
+    dash.buttons['pause'].click()
+    until(lambda: tr.step_count > s, 'a step after resuming')
+    assert tr.status == 'running'
+    dash.buttons['stop'].click()
+    until(lambda: not tr.running, 'the run to stop')
+    assert tr.status == 'stopped' and tr.last_checkpoint.name == f'step-{{tr.step_count:06d}}'
+    dash.refresh()
+    assert '<b>stopped</b>' in dash.status_line.value and not dash.buttons['start'].disabled
+    tr.error = RuntimeError('reward server unreachable'); dash.refresh()   # the last error shows in the status
+    assert 'RuntimeError: reward server unreachable' in dash.status_line.value
+    tr.error = None
+    ''',
+    # re-running the dashboard cell: the old view closes, never a second training thread
+    '''
+    old = dash
+    dash = Dashboard(tr, refresh=0.2)
+    assert not old.polling and dash.polling
+    dash.buttons['start'].click(); dash.buttons['start'].click()      # a double click
+    until(lambda: tr.step_count > s + 2, 'the restarted run')
+    trainers = [t for t in threading.enumerate() if t.name.startswith('flowrl_nb-flowrl')]
+    assert len(trainers) == 1, trainers
+    dash.close(stop_run=True)
+    until(lambda: not tr.running, 'the run to stop on close')
+    assert not dash.polling and tr.status == 'stopped'
+    print('steps', tr.step_count)
+    ''',
+]
+
+
+def test_kernel_steers_a_run_through_the_widgets(tmp_path):
+    nbformat = pytest.importorskip('nbformat')
+    from nbclient import NotebookClient
+    run_dir = str(tmp_path / 'run')
+    cells = [nbformat.v4.new_code_cell(textwrap.dedent(c).format(small=SMALL, run_dir=run_dir).strip()) for c in KERNEL_NB]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    NotebookClient(nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}).execute()
+    out = ''.join(o.get('text', '') for o in nb.cells[-1].outputs)
+    assert 'steps' in out
+    # the notebook saved the widget state: the dashboard's widgets are in it
+    state = nb.metadata.get('widgets', {}).get('application/vnd.jupyter.widget-state+json', {}).get('state', {})
+    assert any(v.get('model_name') == 'FloatSliderModel' for v in state.values())
+    run = load_run(run_dir)
+    assert [(e['name'], e['new']) for e in run.events][:2] == [('beta', 4.0), ('is_mode', 'clip')]
