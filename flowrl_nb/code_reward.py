@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import NamedTuple
+from .task import aligned_column
 
 # %% auto #0
 __all__ = ['extract_code', 'Check', 'normalize_tests', 'stdout_matches', 'values_match', 'SandboxLimits', 'RunResult', 'Sandbox',
@@ -489,12 +490,7 @@ class CodeReward:
 
     def __call__(self, prompts:list, completions:list, **columns) -> list[float]:
         "One reward per completion."
-        if self.tests_column not in columns:
-            raise ValueError(f'the code reward needs the tests column {self.tests_column!r}, got columns {sorted(columns)}; '
-                             f'pass tests_column= to read another one')
-        tests = columns[self.tests_column]
-        if len(tests) != len(completions):
-            raise ValueError(f'{self.tests_column} has {len(tests)} entries but there are {len(completions)} completions')
+        tests = aligned_column(columns, self.tests_column, len(completions), 'code', 'tests', 'tests_column')
         codes = [extract_code(c) for c in completions]
         with ThreadPoolExecutor(max_workers=self.sandbox.workers) as ex:
             res = list(ex.map(self._one, codes, tests))

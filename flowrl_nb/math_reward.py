@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, os, re, select, signal, subprocess, sys, threading, time, weakref
 from typing import NamedTuple
 from fastcore.basics import patch
+from .task import aligned_column
 
 # %% auto #0
 __all__ = ['VERDICTS', 'last_boxed', 'extract_answer', 'parse_answer', 'verify_answer', 'Verdict', 'MathVerifier', 'MathReward',
@@ -250,13 +251,8 @@ class MathReward:
                  **columns, # dataset columns; must include `answer_column`
                 ) -> list[float]:
         "One reward per completion."
-        if self.answer_column not in columns:
-            raise ValueError(f'the math reward needs the gold answer column {self.answer_column!r}, got columns {sorted(columns)}; '
-                             f'pass answer_column= to read another one')
-        golds = columns[self.answer_column]
-        if len(golds) != len(completions):
-            raise ValueError(f'{self.answer_column} has {len(golds)} entries but there are {len(completions)} completions')
-        v = self.verifier.check(list(golds), [extract_answer(c) for c in completions])
+        golds = aligned_column(columns, self.answer_column, len(completions), 'math', 'gold answer', 'answer_column')
+        v = self.verifier.check(golds, [extract_answer(c) for c in completions])
         n = max(len(v), 1)
         count = {s: sum(x.status == s for x in v) for s in VERDICTS}
         self.last_verdicts = v

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_model.ipynb #536696c4
 from __future__ import annotations
-import contextlib, os, warnings
+import contextlib, logging, os, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -12,6 +12,12 @@ import torch
 from .core import atomic_write_json, check_choice, did_you_mean
 from .config import LORA_TARGETS, QUANTIZATIONS
 from .partition import ProjZ, pool_prompt
+
+def _drop_bnb_kernels_notice(record:logging.LogRecord) -> bool:
+    "False for bitsandbytes' import-time notice that the optional `kernels` package (a faster CPU 4-bit gemv) is missing."
+    return not str(record.msg).startswith('Failed to load CPU gemm_4bit_forward from kernels-community')
+# harmless: that kernel only serves the CPU inference layout _no_cpu_repacking switches off (bitsandbytes falls back anyway)
+logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(_drop_bnb_kernels_notice)
 
 # %% auto #0
 __all__ = ['DTYPES', 'LoraSpec', 'resolve_model_path', 'load_policy', 'LogProbOut', 'sequence_inputs', 'token_logprobs',

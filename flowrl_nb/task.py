@@ -10,7 +10,7 @@ from fastcore.basics import patch
 from .core import check_choice
 
 # %% auto #0
-__all__ = ['DIGITS', 'TASKS', 'DigitSumTask', 'task_from_config', 'RewardFunctions']
+__all__ = ['DIGITS', 'TASKS', 'DigitSumTask', 'aligned_column', 'task_from_config', 'RewardFunctions']
 
 # %% ../nbs/04_task.ipynb #9802e962
 DIGITS = '0123456789'
@@ -58,6 +58,26 @@ def rows(self:DigitSumTask,
     return [{'prompt': self.prompt(t), 'target': t} for t in ts]
 
 # %% ../nbs/04_task.ipynb #bbce32da
+def aligned_column(columns:Mapping, # the dataset columns a reward function received as `**columns`
+                   name:str, # the column the reward reads
+                   n:int, # the number of completions the column must be aligned with
+                   reward_name:str, # the reward reading it, for the message (e.g. 'math')
+                   what:str='', # what the column holds, for the message (e.g. 'gold answer')
+                   option:str|None=None, # the reward's argument that selects another column (e.g. 'answer_column')
+                  ) -> list:
+    "Column `name` of `columns` as a list of `n` entries, or a `ValueError` saying what is missing or misaligned and how to fix it."
+    if name not in columns:
+        fix = f'add it to the dataset rows or pass {option}= to read another one' if option else 'add it to the dataset rows'
+        raise ValueError(f'the {reward_name} reward needs the {what + " " if what else ""}column {name!r}, '
+                         f'got columns {sorted(columns)}; {fix}')
+    col = columns[name]
+    if isinstance(col, (str, bytes)) or not hasattr(col, '__len__') or len(col) != n:
+        got = f'{type(col).__name__}{f" of length {len(col)}" if hasattr(col, "__len__") else ""}'
+        raise ValueError(f'the {reward_name} reward: column {name!r} must be a list aligned with the {n} completions, '
+                         f'got {got}; give every completion its row\'s entry (repeated for each completion of the same prompt)')
+    return list(col)
+
+# %% ../nbs/04_task.ipynb #d68acb26
 @patch
 def is_well_formed(self:DigitSumTask, completion:str) -> bool:
     "True when `completion` is 1..`max_digits` characters, all digits 0-9."
@@ -84,9 +104,7 @@ def reward(self:DigitSumTask,
             **kw, # other columns, ignored
            ) -> list[float]:
     "TRL-style reward function: one float per completion."
-    if len(target) != len(completions):
-        raise ValueError(f'target has {len(target)} entries but there are {len(completions)} completions; '
-                         'columns must be aligned with completions')
+    target = aligned_column({'target': target}, 'target', len(completions), self.name)
     return [self.score(t, c) for t, c in zip(target, completions)]
 
 # %% ../nbs/04_task.ipynb #b17a4297
@@ -204,10 +222,7 @@ def __call__(self:RewardFunctions,
     "Combined rewards (one float per completion) and metrics {'reward/errors', 'reward/errors_total', 'reward/<name>'}."
     n = len(completions)
     if len(prompts) != n: raise ValueError(f'prompts has {len(prompts)} entries but there are {n} completions')
-    for k, col in columns.items():
-        if isinstance(col, (str, bytes)) or not hasattr(col, '__len__') or len(col) != n:
-            raise ValueError(f'column {k!r} must be a list aligned with the {n} completions, '
-                             f'got {type(col).__name__}{f" of length {len(col)}" if hasattr(col, "__len__") else ""}')
+    for k in columns: aligned_column(columns, k, n, 'combined')
     total, errors, info, self.last_values = [0.0] * n, 0, {}, {}
     for k, (fn, name, w) in enumerate(zip(self.fns, self.names, self.weights)):
         try: vals, bad = self._clean(k, fn(prompts, completions, **columns), n)

@@ -215,6 +215,14 @@ def add(a, b): return AlwaysEqual()
     assert reward(['p'], [fenced(code)], tests=[[{'fn_name': 'add', 'args': [1, 2], 'expected': 3}]]) == [0.0]
 
 
+def test_missing_or_misaligned_tests_column_raises(sandbox):
+    reward = CodeReward(sandbox=sandbox, tests_column='checks')
+    with pytest.raises(ValueError, match="the code reward needs the tests column 'checks', got columns \\['tests'\\]; .*tests_column="):
+        reward(['p'], ['x'], tests=[ADD_TESTS])
+    with pytest.raises(ValueError, match="column 'checks' must be a list aligned with the 2 completions, got list of length 1"):
+        reward(['p'] * 2, ['x', 'y'], checks=[ADD_TESTS])
+
+
 def test_parallel_mix_scores_each_correctly(sandbox):
     good, bad = 'def add(a, b): return a + b', 'def add(a, b):\n    while True: pass'
     comps = [fenced(good if i % 2 == 0 else bad) for i in range(8)]

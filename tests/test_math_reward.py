@@ -82,6 +82,12 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='workers must be an integer >= 1, got 0'): MathVerifier(workers=0)
     with pytest.raises(ValueError, match='timeout must be a number of seconds > 0'): MathVerifier(timeout=0)
     with pytest.raises(ValueError, match='golds has 1 entries but answers has 2'): MathVerifier().check(['1'], ['1', '2'])
+    reward = MathReward(workers=1)
+    with pytest.raises(ValueError, match="needs the gold answer column 'answer', got columns \\['target'\\]; .*answer_column="):
+        reward(['q'], ['1'], target=['1'])
+    with pytest.raises(ValueError, match="column 'answer' must be a list aligned with the 2 completions, got list of length 1"):
+        reward(['q'] * 2, ['1', '2'], answer=['1'])
+    reward.close()
 
 
 # ---------------------------------------------------------------- acceptance on the benchmark files

@@ -76,6 +76,14 @@ def test_missing_bitsandbytes_error(base):
     assert "ERR quantization='4bit' needs bitsandbytes" in out and 'pip install "flowrl_nb[quant]"' in out
 
 
+def test_bnb_kernels_notice_is_dropped_and_nothing_else(base):
+    # on AVX-512 BF16 CPUs, importing bitsandbytes without the optional `kernels` package logs a notice we filter out
+    code = (f"import logging\nfrom flowrl_nb.model import load_policy\nload_policy({base!r}, quantization='4bit', device='cpu')\n"
+            "logging.getLogger('bitsandbytes.backends.cpu.ops').warning('another bitsandbytes warning')")
+    err = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO, check=True).stderr
+    assert 'gemm_4bit_forward' not in err and 'another bitsandbytes warning' in err
+
+
 # --- inputs ---------------------------------------------------------------------------------------------------------
 def test_resolve_model_path(base, tmp_path, monkeypatch):
     assert resolve_model_path(base) == base == resolve_model_path('tiny')

@@ -4,7 +4,7 @@ import itertools, math, warnings
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from flowrl_nb.task import DigitSumTask, RewardFunctions, task_from_config
+from flowrl_nb.task import DigitSumTask, RewardFunctions, aligned_column, task_from_config
 
 
 def brute_force_correct(t, max_digits):
@@ -127,3 +127,19 @@ def test_caller_errors_raise():
     with pytest.raises(ValueError, match='weights must have one entry per reward function \\(2\\), got 1'):
         RewardFunctions([TASK.reward, raising], weights=[1.0])
     assert rf.errors == 0
+
+
+def test_aligned_column():
+    assert aligned_column({'answer': ('a', 'b'), 'x': 1}, 'answer', 2, 'math') == ['a', 'b']
+    with pytest.raises(ValueError, match=r"the math reward needs the gold answer column 'answer', got columns \['target'\]; "
+                                         r"add it to the dataset rows or pass answer_column= to read another one"):
+        aligned_column({'target': [1]}, 'answer', 1, 'math', 'gold answer', 'answer_column')
+    with pytest.raises(ValueError, match=r"needs the column 'tests', got columns \[\]; add it to the dataset rows$"):
+        aligned_column({}, 'tests', 1, 'code')
+    with pytest.raises(ValueError, match="the code reward: column 'tests' must be a list aligned with the 3 completions, "
+                                         "got list of length 2; give every completion its row's entry"):
+        aligned_column({'tests': [[], []]}, 'tests', 3, 'code')
+    for bad, got in (('12', 'str of length 2'), (b'12', 'bytes of length 2'), (7, 'int;')):
+        with pytest.raises(ValueError, match=got): aligned_column({'c': bad}, 'c', 2, 'r')
+    with pytest.raises(ValueError, match="the digit_sum reward: column 'target' must be a list aligned with the 4 completions"):
+        TASK.reward(PROMPTS, COMPS, target=TARGETS[:3])
