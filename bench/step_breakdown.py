@@ -3,7 +3,9 @@
     .venv/bin/python bench/step_breakdown.py [--algorithm flowrl] [--steps 6] [--threads 1]
 
 Prints seconds per phase of `Trainer.train_step` (from its own `time/*` metrics), tokens/s, and the ratio of a full
-step to the sum of its unavoidable parts measured standalone on the same batch shapes:
+step to the sum of its unavoidable parts measured standalone on the same batch shapes (the prompts of the step just
+taken; until 2026-11-22 the standalone side used the task's first 16 prompts, but the default task has only 14, so it
+measured 112 sequences against the step's 128 and overstated the ratio by about 14 %):
 
 * one sampling call (`engine.generate` for prompts_per_step x num_generations completions),
 * one reference forward (`reference_logprobs`, adapters off, no grad),
@@ -34,9 +36,10 @@ def main(argv=None):
     n, K = cfg.num_generations, cfg.num_mini_batches
     for _ in range(2): tr.train_step()  # warm-up (allocator, lazy inits)
 
-    def sample():
-        rows = tr.rows[:cfg.prompts_per_step]
-        return tr.engine.generate([r['prompt'] for r in rows], n, cfg.max_completion_length, temperature=cfg.temperature)
+    def sample():  # the prompts of the step just taken: the same batch shape (prompts_per_step x n rows) as the step's
+        prompts = tr.last_batch['prompts'][::n]
+        assert len(prompts) == cfg.prompts_per_step
+        return tr.engine.generate(prompts, n, cfg.max_completion_length, temperature=cfg.temperature)
 
     full, phases, parts, tokens = [], {'time/sample': [], 'time/reference': [], 'time/update': []}, {'sample': [], 'reference': [], 'fwd_bwd': []}, []
     for _ in range(args.steps):
@@ -72,6 +75,7 @@ def main(argv=None):
     print(f'  {"sum":<16} {unavoidable:7.3f} s')
     ratio = step / unavoidable
     print(f'\nratio full step / unavoidable parts = {ratio:.2f} (goal <= 1.15: {"met" if ratio <= 1.15 else "NOT met"})')
+    assert len(b) == len(tr.last_batch['prompts'])  # both sides measured on the same number of sequences
     over = phases['time/reference']
     print(f'  the trainer\'s "reference" phase: {statistics.median(over):.3f} s (standalone reference forward: '
           f'{med["reference"]:.3f} s; log pi_old reuses the sampler\'s log-probs when the engine says they are exact)')

@@ -10,7 +10,7 @@ import numpy as np, torch
 from .core import atomic_dir, seed_everything
 from .config import FlowRLConfig, LIVE_FIELDS
 from .objective import group_advantages, flowrl_loss, grpo_loss, reinforce_pp_advantages, reinforce_pp_loss
-from .model import LoraSpec, load_policy, token_logprobs, reference_logprobs, make_z_head, save_adapter_and_z, load_z_head
+from .model import LoraSpec, load_policy, token_logprobs, reference_logprobs, make_z_head, save_adapter_and_z, load_z_head, eval_mode
 from .rollout import HFRolloutEngine
 from .task import task_from_config, RewardFunctions
 from .runlog import RunLog, read_jsonl
@@ -68,6 +68,15 @@ class NonFiniteError(RuntimeError):
 
 def _masked_mean(x, mask): return float((x * mask).sum() / mask.sum().clamp(min=1))
 
+def _mini_batches(B:int, K:int) -> list:
+    "Row slices of the K mini-batches of a batch of B rows, as `torch.arange(B).chunk(K)`: views, not copies."
+    size = -(-B // K)
+    return [slice(i, min(i + size, B)) for i in range(0, B, size)]
+
+def _train_mode(model):
+    "`model.train()`, skipped when every module already trains (the walk costs about a millisecond per call)."
+    if not all(m.training for m in model.modules()): model.train()
+
 def _default_run_dir(cfg):
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')
     return Path('runs') / f'{cfg.algorithm}-{stamp}'
@@ -119,7 +128,8 @@ class Trainer:
         if self.z_head is not None:
             groups.append({'params': list(self.z_head.parameters()), 'lr': cfg.z_learning_rate,
                            'weight_decay': cfg.weight_decay, 'name': 'z'})
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2))
+        # foreach=True: the same AdamW arithmetic, op for op, over all tensors at once instead of a Python loop per tensor
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), foreach=True)
         self.engine = engine if engine is not None else HFRolloutEngine(self.model, self.tokenizer, max_prompt_length=cfg.max_prompt_length)
         self.controls = Controls(cfg)
         self.sampler = np.random.default_rng(cfg.seed)   # which prompts each step sees
@@ -198,23 +208,23 @@ def train_step(self) -> dict:
     # 3./4. old and reference log-probs, advantages
     P, C, M = (t.to(dev) for t in (batch.prompt_ids, batch.prompt_mask, batch.completion_ids))
     mask = batch.completion_mask.to(dev).float()
-    model.eval()
+    rollout = batch.rollout_logp.to(dev)
     with torch.no_grad():
         if getattr(self.engine, 'logprobs_match_policy', False) and cfg.top_p == 1.0:
-            old = batch.rollout_logp.to(dev)  # the sampler's own log-probs are log π_old exactly: no extra forward
+            old = rollout  # the sampler's own log-probs are log π_old exactly: no extra forward
         else:  # (top-p truncation, or an engine with its own numerics such as vLLM): teacher-force π_old
-            old = token_logprobs(model, P, C, M, mask, temperature=temperature).logp
-        ref = reference_logprobs(model, P, C, M, mask, temperature=temperature)
-    model.train()
+            with eval_mode(model): old = token_logprobs(model, P, C, M, mask, temperature=temperature).logp
+        ref = reference_logprobs(model, P, C, M, mask, temperature=temperature)  # switches to eval mode itself
+    _train_mode(model)
     adv = self._advantages(rewards, batch, old, ref)
     t2 = time.perf_counter()
     # 5. K optimizer steps over mini-batches of whole groups
     params = [p for g in self.optimizer.param_groups for p in g['params']]
     mb_metrics, skipped = [], 0
     if self.z_head is not None: self.z_head.train()
-    for k, idx in enumerate(torch.arange(len(batch)).chunk(cfg.num_mini_batches)):
+    for k, idx in enumerate(_mini_batches(len(batch), cfg.num_mini_batches)):
         if k: c = self._apply_controls(step)
-        mb = dict(ref=ref[idx], old=old[idx], adv=adv[idx], reward=rewards[idx], mask=mask[idx], rollout=batch.rollout_logp[idx].to(dev))
+        mb = dict(ref=ref[idx], old=old[idx], adv=adv[idx], reward=rewards[idx], mask=mask[idx], rollout=rollout[idx])
         out = token_logprobs(model, P[idx], C[idx], M[idx], mask[idx], temperature=temperature, z_head=self.z_head,
                              z_detach=cfg.z_detach, exclude_last=cfg.z_exclude_last, with_entropy=True)
         loss, m = self._objective(out, mb, c)
@@ -303,6 +313,7 @@ def load_checkpoint(self, path):
     if self.z_head is not None: self.z_head.load_state_dict(load_z_head(path).state_dict())
     st = torch.load(path / 'trainer_state.pt', weights_only=False)
     self.optimizer.load_state_dict(st['optimizer'])
+    for g in self.optimizer.param_groups: g['foreach'] = True  # older checkpoints carry foreach=None: same numbers, slower
     self.step_count, self.opt_steps, self._nonfinite = st['step'], st['opt_steps'], st['nonfinite']
     self.controls._restore(st['controls'], st['pending_controls'])
     rng = st['rng']
@@ -356,12 +367,14 @@ def _run_loop(self, steps, progress:bool):
     return history
 Trainer._run_loop = _run_loop
 
-def train(self, steps:int|None=None) -> list:
-    "Run `steps` steps (default: up to `max_steps`) in this thread with a progress bar; returns their metrics."
+def train(self, steps:int|None=None, # steps to run (default: up to `max_steps`)
+          progress:bool=True, # show a tqdm progress bar
+         ) -> list:
+    "Run `steps` steps in this thread (with a progress bar unless `progress=False`); returns their metrics."
     if not self._busy.acquire(blocking=False): raise RuntimeError('this trainer is already running (started with start()); call stop() or wait() first')
     try:
         self._stop_requested = False; self._unpaused.set()
-        return self._run_loop(steps, progress=True)
+        return self._run_loop(steps, progress=progress)
     finally: self._busy.release()
 Trainer.train = train
 
