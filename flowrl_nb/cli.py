@@ -8,7 +8,7 @@ import argparse, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['build_config', 'cmd_train', 'cmd_compare', 'cmd_demo', 'make_parser', 'main']
+__all__ = ['build_config', 'cmd_train', 'cmd_compare', 'cmd_demo', 'cmd_sweep', 'make_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #a3f3df17
 def build_config(config_path=None, sets=(), base=None):
@@ -58,7 +58,7 @@ def _run_compare(cfg, args) -> int:
     out = Path(args.out)
     print(f'comparing {", ".join(args.algos)} for {args.steps or cfg.max_steps} steps each; output in {out}', flush=True)
     t0 = time.time()
-    res = compare(cfg, algorithms=tuple(args.algos), steps=args.steps, out_dir=out)
+    res = compare(cfg, algorithms=tuple(args.algos), steps=args.steps, out_dir=out, workers=args.workers)
     print(res.table(), flush=True)
     print(f'done in {time.time() - t0:.0f}s: {out / "summary.json"}, {out / "report.html"}', flush=True)
     return 0
@@ -71,6 +71,27 @@ def cmd_demo(args):
     "`compare` with the built-in demo defaults."
     from flowrl_nb.experiments import demo_config
     return _run_compare(build_config(args.config, args.set or (), base=demo_config()), args)
+
+# %% ../nbs/10_cli.ipynb #397610e9
+def cmd_sweep(args):
+    "Sweep one config field over values; write sweep.json, sweep.html and the comparison into --out."
+    import torch
+    from flowrl_nb.experiments import demo_config, default_workers
+    from flowrl_nb.sweep import parse_values, sweep, sweep_runs, sweep_table
+    if args.threads: torch.set_num_threads(args.threads)
+    cfg = build_config(args.config, args.set or (), base=demo_config())
+    values = parse_values(args.param, args.values)
+    n = len(sweep_runs(args.param, values, tuple(args.algos), tuple(args.refs)))
+    workers = default_workers(cfg, n) if args.workers is None else args.workers
+    out = Path(args.out)
+    print(f'sweeping {args.param} over {args.values} for {", ".join(args.algos)}' + (f' (+ {", ".join(args.refs)})' if args.refs else '')
+          + f': {n} runs of {args.steps or cfg.max_steps} steps, {workers} at a time; output in {out}', flush=True)
+    t0 = time.time()
+    res = sweep(cfg, args.param, values, algorithms=tuple(args.algos), references=tuple(args.refs), steps=args.steps,
+                out_dir=out, workers=workers)
+    print(sweep_table(res.summary), flush=True)
+    print(f'done in {time.time() - t0:.0f}s: {out / "sweep.json"}, {out / "sweep.html"}', flush=True)
+    return 0
 
 # %% ../nbs/10_cli.ipynb #fee01175
 def make_parser():
@@ -96,9 +117,24 @@ def make_parser():
         c.add_argument('--threads', type=int, default=1 if name == 'demo' else None,
                        help='torch CPU threads' + (' (default 1: fastest and steadiest for the tiny model on a shared CPU)'
                                                    if name == 'demo' else ' (default: torch\'s own choice)'))
+        c.add_argument('--workers', type=int, help='runs trained side by side (default: one per CPU core on CPU, 1 on a GPU)')
         c.add_argument('--out', required=name == 'compare', default='runs/demo' if name == 'demo' else None,
                        help='output directory for summary.json, report.html and the runs' + (' (default: runs/demo)' if name == 'demo' else ''))
         c.set_defaults(func=func)
+    w = sub.add_parser('sweep', help='sweep one config field (default: FlowRL\'s beta over 1,3,5,10,15) next to GRPO and REINFORCE++')
+    w.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields (replaces the demo defaults)')
+    w.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one fixed config field (repeatable)')
+    w.add_argument('--param', default='beta', help='the config field to sweep (default: beta)')
+    w.add_argument('--values', default='1,3,5,10,15', help='comma-separated values of --param (default: 1,3,5,10,15)')
+    w.add_argument('--algos', nargs='+', choices=algos, default=['flowrl'], metavar='ALGO',
+                   help=f'algorithms swept over the values, from {", ".join(algos)} (default: flowrl)')
+    w.add_argument('--refs', nargs='*', choices=algos, default=['grpo', 'reinforce_pp'], metavar='ALGO',
+                   help='reference algorithms run once at the base config (default: grpo reinforce_pp; --refs alone: none)')
+    w.add_argument('--steps', type=int, help='steps per run (default: the config\'s max_steps)')
+    w.add_argument('--threads', type=int, default=1, help='torch CPU threads per process (default 1)')
+    w.add_argument('--workers', type=int, help='runs trained side by side (default: one per CPU core on CPU, 1 on a GPU)')
+    w.add_argument('--out', default='runs/sweep', help='output directory (default: runs/sweep)')
+    w.set_defaults(func=cmd_sweep)
     return p
 
 def main(argv=None):

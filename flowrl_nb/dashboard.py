@@ -364,11 +364,16 @@ def _as_runs(run_dirs):
     if not runs: raise ValueError('run_dirs is empty: give at least one run directory')
     return runs
 
-def replay(run_dirs, # a run directory, a list of them to overlay, or a dict {legend name: run directory}
+def replay(run_dirs, # a run directory, a sweep's folder, a list of run directories to overlay, or a dict {legend name: run directory}
            names=None, # legend names (default: the dict's keys, else the directories' names)
            charts=('coverage', 'internals'), # which time charts
           ) -> RunCharts:
     "The dashboard's time charts of finished (or running) runs, rebuilt from their `metrics.jsonl` as plain figures."
+    if isinstance(run_dirs, (str, os.PathLike)) and (Path(run_dirs) / 'sweep.json').exists():  # a sweep: its figure first
+        from flowrl_nb.sweep import load_sweep, sweep_figure
+        s = load_sweep(run_dirs)
+        rest = replay({p['name']: p['run_dir'] for p in s['points']}, charts=charts)
+        return RunCharts({'sweep': sweep_figure(s), **rest.figures})
     if isinstance(run_dirs, dict): names, run_dirs = list(run_dirs) if names is None else names, list(run_dirs.values())
     runs = _as_runs(run_dirs)
     return RunCharts({c: time_figure(runs, c, names=names) for c in charts})

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_experiments.ipynb #abc975ca
 from __future__ import annotations
-import gc, html, json, math, re, tempfile, time
+import gc, html, json, math, os, re, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from fastcore.basics import patch
@@ -12,9 +12,9 @@ from .core import atomic_write_json, atomic_write_text, seed_everything
 from .config import ALGORITHMS, FlowRLConfig
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TABLE_COLUMNS', 'CURVES', 'TRADEOFFS', 'DEMO_OVERRIDES', 'Comparison', 'summarize',
-           'summary_table', 'run_dir_name', 'compare', 'metrics_figure', 'tradeoff_figure', 'distribution_figure',
-           'report_html', 'demo_config']
+__all__ = ['SUMMARY_COLUMNS', 'TABLE_COLUMNS', 'CURVES', 'TRADEOFFS', 'DEMO_OVERRIDES', 'Comparison', 'summarize', 'fmt_cell',
+           'markdown_table', 'html_table', 'target_note', 'summary_table', 'run_dir_name', 'default_workers', 'compare',
+           'metrics_figure', 'tradeoff_figure', 'distribution_figure', 'report_html', 'html_page', 'demo_config']
 
 # %% ../nbs/12_experiments.ipynb #f6e9a4bb
 @dataclass
@@ -74,20 +74,42 @@ def summary(self:Comparison) -> dict:
 TABLE_COLUMNS = ('reward_mean', 'valid_mass', 'kl_pi_target_inf', 'kl_target_pi_inf', 'modes_covered',
                  'modes_covered_correct', 'effective_modes', 'prompts_solved_frac')
 
+def fmt_cell(v, # a table value: number, string or None
+            ) -> str:
+    "A table cell: '—' for a missing or NaN value, three decimals for a float."
+    if v is None or (isinstance(v, float) and math.isnan(v)): return '—'
+    return f'{v:.3f}' if isinstance(v, float) else str(v)
+
+def markdown_table(header:list, # column names
+                   rows:list, # one list of values per row (formatted with `fmt_cell`)
+                  ) -> str:
+    "A Markdown table."
+    return '\n'.join(['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+                     + ['| ' + ' | '.join(fmt_cell(v) for v in r) + ' |' for r in rows])
+
+def html_table(header:list, # column names
+               rows:list, # one list of values per row (formatted with `fmt_cell`, escaped)
+              ) -> str:
+    "An HTML table."
+    cells = lambda tag, vs: ''.join(f'<{tag}>{html.escape(fmt_cell(v))}</{tag}>' for v in vs)
+    return f'<table><tr>{cells("th", header)}</tr>' + ''.join(f'<tr>{cells("td", r)}</tr>' for r in rows) + '</table>'
+
+def _summary_rows(summary:dict, columns) -> tuple:
+    rows = [['start (reference)', 0] + [summary['start'].get(c) for c in columns]] if summary.get('start') else []
+    rows += [[n, r['steps']] + [r.get(c) for c in columns] for n, r in summary['runs'].items()]
+    return ['run', 'steps', *columns], rows
+
+def target_note(summary:dict, # from `summarize` (or a sweep's summary)
+               ) -> str:
+    "The line under a table that says what the target scores."
+    tme = summary.get('target_effective_modes')
+    return f'\n\nTarget p*_∞: KL 0, modes covered 1, {tme:.1f} effective modes.' if tme else ''
+
 def summary_table(summary:dict, # from `summarize`
                   columns=TABLE_COLUMNS, # which summary columns, in order
                  ) -> str:
     "The summary as a Markdown table: the initial policy, then one row per run."
-    fmt = lambda v: '—' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.3f}' if isinstance(v, float) else str(v)
-    head = '| run | steps | ' + ' | '.join(columns) + ' |\n|---|---|' + '---|' * len(columns) + '\n'
-    rows = []
-    if summary.get('start'):
-        rows.append('| start (reference) | 0 | ' + ' | '.join(fmt(summary['start'].get(c)) for c in columns) + ' |')
-    for name, r in summary['runs'].items():
-        rows.append(f'| {name} | {r["steps"]} | ' + ' | '.join(fmt(r.get(c)) for c in columns) + ' |')
-    tme = summary.get('target_effective_modes')
-    note = f'\n\nTarget p*_∞: KL 0, modes covered 1, {tme:.1f} effective modes.' if tme else ''
-    return head + '\n'.join(rows) + note
+    return markdown_table(*_summary_rows(summary, columns)) + target_note(summary)
 
 @patch
 def table(self:Comparison, columns=TABLE_COLUMNS, # which summary columns, in order
@@ -125,49 +147,109 @@ def _report_rows(n:int, k:int) -> list:
     return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(k, n))})
 
 # %% ../nbs/12_experiments.ipynb #5151021c
+def _train_run(name:str, cfg:FlowRLConfig, steps:int, report_prompts:int, evaluators:dict, progress:bool=True) -> dict:
+    "Train one run of `compare` and measure it; `evaluators` caches reference enumerations between runs."
+    from flowrl_nb.metrics import coverage_for_trainer, coverage_metrics
+    from flowrl_nb.trainer import Trainer
+    t0 = time.perf_counter()
+    tr = Trainer(cfg)
+    seed_everything(cfg.seed)  # FlowRL's Z head drew random numbers: re-seed so every run's first rollout is the same
+    key = tuple(str(getattr(cfg, k)) for k in _COVERAGE_KEY)
+    if key in evaluators: tr.coverage = evaluators[key]
+    ev = evaluators[key] = coverage_for_trainer(tr)
+    hist, start, shown = [], [], []
+    if ev is not None:
+        c = tr.controls.snapshot()
+        r0 = ev.evaluate(tr.model, temperature=c['temperature'], beta=c['beta'])
+        tr.log.log_step(0, r0.metrics); hist.append({'step': 0, **r0.metrics})
+        shown = _report_rows(len(ev.rows), report_prompts)
+        start = [r0.distribution(i) for i in shown]
+    first = tr.step_count
+    for i, m in enumerate(tr.train(steps, progress=progress)):
+        hist.append({'step': first + i + 1, **m})
+    if ev is not None and steps and 'coverage/correct_mass' not in hist[-1]:  # the last step is always measured
+        m = coverage_metrics(tr); tr.log.log_step(hist[-1]['step'], m); hist[-1].update(m)
+    out = dict(history=hist, start=start, run_dir=tr.run_dir,
+               distributions=[ev.last_result.distribution(i) for i in shown] if ev is not None else None)
+    del tr; gc.collect()
+    return dict(out, seconds=time.perf_counter() - t0)
+
+_WORKER_EVALUATORS = {}  # a worker process's cache of reference enumerations (kept between the runs it trains)
+
+def _init_worker(threads:int):
+    import torch
+    torch.set_num_threads(threads)
+
+def _train_run_in_worker(name, cfg, steps, report_prompts) -> dict:  # one line per finished run instead of interleaved bars
+    return _train_run(name, cfg, steps, report_prompts, _WORKER_EVALUATORS, progress=False)
+
+def default_workers(config:FlowRLConfig, # the base config (its `device` decides)
+                    n_runs:int, # how many runs there are
+                   ) -> int:
+    "Processes for `compare`: one per CPU core (at most one per run) on CPU; 1 when the runs would share a GPU."
+    import torch
+    if config.device != 'cpu' and not (config.device == 'auto' and not torch.cuda.is_available()): return 1
+    return max(1, min(n_runs, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1))
+
+def _check_workers(workers) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f'workers={workers!r} is invalid: give a whole number >= 1 (1 = one run after another), or None for one per CPU core')
+    return workers
+
+def _run_parallel(cfgs:dict, steps:int, report_prompts:int, workers:int) -> dict:
+    "Train `cfgs` in `workers` spawned processes, one torch thread share each; results by run name."
+    import multiprocessing, torch
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from tqdm.auto import tqdm
+    from flowrl_nb.experiments import _init_worker, _train_run_in_worker  # by module name, so spawned processes can import them
+    threads = max(1, torch.get_num_threads() // workers)
+    results = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'),
+                             initializer=_init_worker, initargs=(threads,)) as ex:
+        futs = {ex.submit(_train_run_in_worker, name, cfg, steps, report_prompts): name for name, cfg in cfgs.items()}
+        with tqdm(total=len(futs), desc=f'runs ({workers} processes)', unit='run') as bar:
+            for f in as_completed(futs):
+                name = futs[f]
+                try: results[name] = f.result()
+                except Exception as e:
+                    for g in futs: g.cancel()
+                    raise RuntimeError(f'run {name!r} failed in its worker process: {type(e).__name__}: {e}') from e
+                last = results[name]['history'][-1] if results[name]['history'] else {}
+                v = last.get('coverage/correct_mass')
+                bar.write(f'{name}: {results[name]["seconds"]:.0f}s' + (f', correct mass {v:.3f}' if v is not None else ''))
+                bar.update()
+    return results
+
+# %% ../nbs/12_experiments.ipynb #b8eb7b79
 def compare(config:FlowRLConfig|None=None, # the base config (default: the built-in tiny CPU run)
             algorithms=ALGORITHMS, # shorthand for runs={a: {"algorithm": a}}
             runs:dict|None=None, # {name: {field: value}} overrides per run (takes precedence over `algorithms`)
             steps:int|None=None, # steps per run (default: config.max_steps)
             out_dir=None, # where run directories, summary.json and report.html go (default: a temporary directory)
             report_prompts:int=3, # prompts whose final distributions are kept for the report
+            workers:int|None=1, # processes training runs side by side (None: one per CPU core on CPU, 1 on a GPU)
            ) -> Comparison:
     "Train each run from the same initial model, seed and prompts; return metric histories, final distributions and a summary."
-    from flowrl_nb.metrics import coverage_for_trainer, coverage_metrics
-    from flowrl_nb.trainer import Trainer
     config = config if config is not None else FlowRLConfig()
     runs = _runs_from(algorithms, runs)
     steps = config.max_steps if steps is None else FlowRLConfig.coerce('max_steps', steps)
+    workers = default_workers(config, len(runs)) if workers is None else _check_workers(workers)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix='flowrl_nb-compare-'))
     config = config.replace(max_steps=max(steps, 1))  # the config records what ran
     dirs = {name: run_dir_name(name) for name in runs}
     if len(set(dirs.values())) != len(dirs): raise ValueError(f'run names must stay distinct as directory names, got {dirs}')
     cfgs = {name: config.replace(**{**o, 'output_dir': str(out / 'runs' / dirs[name])})
             for name, o in runs.items()}  # every override is validated before the first run starts
+    if workers > 1 and len(cfgs) > 1: done = _run_parallel(cfgs, steps, report_prompts, min(workers, len(cfgs)))
+    else:
+        evaluators = {}  # runs that share model, task and length share the (expensive) reference enumeration
+        done = {name: _train_run(name, cfg, steps, report_prompts, evaluators) for name, cfg in cfgs.items()}
     res = Comparison(config, runs, {}, {})
-    evaluators = {}  # runs that share model, task and length share the (expensive) reference enumeration
-    for name, cfg in cfgs.items():
-        t0 = time.perf_counter()
-        tr = Trainer(cfg)
-        seed_everything(cfg.seed)  # FlowRL's Z head drew random numbers: re-seed so every run's first rollout is the same
-        key = tuple(str(getattr(cfg, k)) for k in _COVERAGE_KEY)
-        if key in evaluators: tr.coverage = evaluators[key]
-        ev = evaluators[key] = coverage_for_trainer(tr)
-        hist = []
-        if ev is not None:
-            c = tr.controls.snapshot()
-            r0 = ev.evaluate(tr.model, temperature=c['temperature'], beta=c['beta'])
-            tr.log.log_step(0, r0.metrics); hist.append({'step': 0, **r0.metrics})
-            shown = _report_rows(len(ev.rows), report_prompts)
-            if not res.start_distributions: res.start_distributions = [r0.distribution(i) for i in shown]
-        first = tr.step_count
-        for i, m in enumerate(tr.train(steps)):  # with the trainer's progress bar
-            hist.append({'step': first + i + 1, **m})
-        if ev is not None and steps and 'coverage/correct_mass' not in hist[-1]:  # the last step is always measured
-            m = coverage_metrics(tr); tr.log.log_step(hist[-1]['step'], m); hist[-1].update(m)
-        if ev is not None: res.distributions[name] = [ev.last_result.distribution(i) for i in shown]
-        res.histories[name], res.seconds[name], res.run_dirs[name] = hist, time.perf_counter() - t0, tr.run_dir
-        del tr; gc.collect()
+    for name in cfgs:  # in the order of `runs`, whichever finished first
+        r = done[name]
+        res.histories[name], res.seconds[name], res.run_dirs[name] = r['history'], r['seconds'], r['run_dir']
+        if r['distributions'] is not None: res.distributions[name] = r['distributions']
+        if r['start'] and not res.start_distributions: res.start_distributions = r['start']
     if out_dir is not None: res.write(out)
     return res
 
@@ -258,16 +340,6 @@ def distribution_figure(distributions:dict, # run name -> list of `CoverageResul
     return fig
 
 # %% ../nbs/12_experiments.ipynb #334d13aa
-def _html_table(summary:dict, columns=TABLE_COLUMNS) -> str:
-    fmt = lambda v: '—' if v is None else f'{v:.3f}' if isinstance(v, float) else html.escape(str(v))
-    head = ''.join(f'<th>{html.escape(c)}</th>' for c in ('run', 'steps') + tuple(columns))
-    rows = []
-    if summary.get('start'):
-        rows.append('<tr><td>start (reference)</td><td>0</td>' + ''.join(f'<td>{fmt(summary["start"].get(c))}</td>' for c in columns) + '</tr>')
-    for n, r in summary['runs'].items():
-        rows.append(f'<tr><td>{html.escape(n)}</td><td>{r["steps"]}</td>' + ''.join(f'<td>{fmt(r.get(c))}</td>' for c in columns) + '</tr>')
-    return f'<table><tr>{head}</tr>{"".join(rows)}</table>'
-
 def report_html(summary:dict, # from `summarize`
                 histories:dict, # run name -> metric dicts with 'step'
                 distributions:dict|None=None, # run name -> final distributions of a few prompts
@@ -284,13 +356,18 @@ def report_html(summary:dict, # from `summarize`
              'renormalised to them. FlowRL should end close to p*_∞ (low KL, many modes); reward maximisers are expected '
              'to collapse onto a few answers.' + (f' The target has {tme:.1f} effective correct modes per prompt.' if tme else '')
              + '</p>')
+    return html_page(title, f'{intro}{notes}<h2>Summary</h2>{html_table(*_summary_rows(summary, TABLE_COLUMNS))}'
+                     f'<h2>Over training</h2>{divs[0]}<h2>Coverage at matched correct mass</h2>{divs[1]}'
+                     + (f'<h2>Final distributions over the correct answers</h2>{divs[2]}' if len(divs) > 2 else ''))
+
+def html_page(title:str, # the page's title and heading (escaped here)
+              body:str, # HTML under the heading (plotly divs, tables, notes)
+             ) -> str:
+    "A plain self-contained HTML page in the reports' style."
     style = ('body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px} table{border-collapse:collapse;margin:12px 0}'
              'td,th{border:1px solid #ccc;padding:4px 8px;text-align:right} td:first-child,th:first-child{text-align:left}')
     return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head>'
-            f'<body><h1>{html.escape(title)}</h1>{intro}{notes}<h2>Summary</h2>{_html_table(summary)}'
-            f'<h2>Over training</h2>{divs[0]}<h2>Coverage at matched correct mass</h2>{divs[1]}'
-            + (f'<h2>Final distributions over the correct answers</h2>{divs[2]}' if len(divs) > 2 else '')
-            + '</body></html>\n')
+            f'<body><h1>{html.escape(title)}</h1>{body}</body></html>\n')
 
 @patch
 def write(self:Comparison, out_dir, # folder for summary.json and report.html (created if missing)
