@@ -5,13 +5,9 @@ import pytest, torch
 from flowrl_nb.config import FlowRLConfig
 from flowrl_nb.experiments import compare, demo_config, report_html, summarize, DEMO_OVERRIDES
 from flowrl_nb.runlog import load_run
+from small_compare import EXE, SETS, SMALL  # tests/small_compare.py
 
 torch.set_num_threads(1)
-EXE = str(Path(sys.executable).parent / 'flowrl_nb')
-# a 2-digit task: 3,616 completions per prompt, so exact coverage takes well under a second
-SMALL = dict(task_max_digits=2, max_completion_length=3, task_min_target=5, task_max_target=10, prompts_per_step=4,
-             num_generations=4, save_steps=0, coverage_steps=2, learning_rate=5e-3)
-SETS = [x for k, v in SMALL.items() for x in ('--set', f'{k}={v}')]
 
 
 @pytest.fixture(scope='module')

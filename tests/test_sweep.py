@@ -1,18 +1,14 @@
 "`sweep`, `sweep.json` / `sweep.html`, the `flowrl_nb sweep` command, and `compare` in worker processes."
-import json, subprocess, sys
+import json, subprocess
 from pathlib import Path
 import pytest, torch
 from flowrl_nb.config import FlowRLConfig
 from flowrl_nb.dashboard import replay
 from flowrl_nb.experiments import compare
 from flowrl_nb.sweep import load_sweep, parse_values, sweep, sweep_figure, sweep_table
+from small_compare import EXE, SETS, SMALL  # tests/small_compare.py
 
 torch.set_num_threads(1)
-EXE = str(Path(sys.executable).parent / 'flowrl_nb')
-# a 2-digit task: 3,616 completions per prompt, so exact coverage takes well under a second
-SMALL = dict(task_max_digits=2, max_completion_length=3, task_min_target=5, task_max_target=10, prompts_per_step=4,
-             num_generations=4, save_steps=0, coverage_steps=2, learning_rate=5e-3)
-SETS = [x for k, v in SMALL.items() for x in ('--set', f'{k}={v}')]
 NOT_TIMING = lambda h: [{k: v for k, v in m.items() if not k.startswith('time') and k != 'tokens_per_sec'} for m in h]  # 'time', 'time/…'
 
 
