@@ -17,8 +17,9 @@ from .runlog import RunLog, read_jsonl
 from .metrics import coverage_metrics
 
 # %% auto #0
-__all__ = ['KEEP_CHECKPOINTS', 'Controls', 'NonFiniteError', 'Trainer', 'train_step', 'evaluate', 'save_checkpoint',
-           'latest_checkpoint', 'load_checkpoint', 'train', 'start', 'pause', 'stop', 'wait', 'running']
+__all__ = ['KEEP_CHECKPOINTS', 'Controls', 'NonFiniteError', 'set_aside_previous_run', 'Trainer', 'train_step', 'evaluate',
+           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'train', 'start', 'pause', 'stop', 'wait',
+           'running']
 
 # %% ../nbs/09_trainer.ipynb #b2f74f7a
 class Controls:
@@ -81,6 +82,19 @@ def _default_run_dir(cfg):
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')
     return Path('runs') / f'{cfg.algorithm}-{stamp}'
 
+def set_aside_previous_run(run_dir, # the directory a new run is about to use
+                          ) -> Path|None:
+    "If `run_dir` already holds a run (metrics or checkpoints), rename it to `<run_dir>.previous-<time>`; return where it went."
+    d = Path(run_dir)
+    if not ((d / 'metrics.jsonl').exists() or (d / 'checkpoints').exists()): return None
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    dest, k = d.with_name(f'{d.name}.previous-{stamp}'), 1
+    while dest.exists(): dest, k = d.with_name(f'{d.name}.previous-{stamp}-{k}'), k + 1
+    d.rename(dest)  # one rename: the old run is never half moved
+    warnings.warn(f'{d} already held a run; it was moved to {dest} so that the new run starts clean '
+                  f'(to continue the old one instead: Trainer.resume({str(dest)!r}))', stacklevel=3)
+    return dest
+
 class _ResumeMethod:
     "`Trainer.resume(run_dir)` continues a saved run; `trainer.resume()` continues a paused one."
     def __get__(self, obj, cls):
@@ -96,6 +110,7 @@ class Trainer:
                  rows:list|None=None, # prompt rows `{"prompt": str, **columns}` (default: the task's)
                  engine=None,        # a rollout engine (default: `HFRolloutEngine` on the policy)
                  run_dir=None,       # where config, metrics and checkpoints go (default: `config.output_dir` or runs/<algo>-<time>)
+                 _resume:bool=False, # internal (`Trainer.resume`): continue the run in `run_dir` instead of setting it aside
                  **overrides):       # config fields to override, e.g. `beta=5.0`
         cfg = config if config is not None else FlowRLConfig()
         if overrides: cfg = cfg.replace(**overrides)
@@ -141,6 +156,7 @@ class Trainer:
         self._unpaused = threading.Event(); self._unpaused.set()
         self._busy = threading.Lock()
         self.run_dir = Path(run_dir or cfg.output_dir or _default_run_dir(cfg))
+        if not _resume: set_aside_previous_run(self.run_dir)  # a new run never appends to an old run's log
         self.log = RunLog(self.run_dir)
         cfg.to_yaml(self.run_dir / 'config.yaml')
 
@@ -334,7 +350,7 @@ def _resume_from_dir(cls, run_dir, **kwargs) -> 'Trainer':
     for junk in Path(run_dir, 'checkpoints').glob('.step-*'):  # a checkpoint cut short by a crash
         import shutil; shutil.rmtree(junk, ignore_errors=True)
     cfg = FlowRLConfig.from_yaml(run_dir / 'config.yaml')
-    return cls(cfg, run_dir=run_dir, **kwargs).load_checkpoint(ckpt)
+    return cls(cfg, run_dir=run_dir, _resume=True, **kwargs).load_checkpoint(ckpt)
 Trainer._resume_from_dir = _resume_from_dir
 Trainer.resume = _ResumeMethod()
 

@@ -3,7 +3,7 @@ import json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest, torch
 from flowrl_nb.config import FlowRLConfig
-from flowrl_nb.trainer import Trainer
+from flowrl_nb.trainer import Trainer, latest_checkpoint
 from flowrl_nb.runlog import load_run, read_jsonl
 
 torch.set_num_threads(1)
@@ -192,3 +192,18 @@ def test_train_on_a_math_file_with_the_math_reward_and_periodic_eval(tmp_path):
     assert all(m['reward/min'] >= -1.0 and m['reward/max'] <= 1.0 for m in hist)
     assert any(k.startswith('eval/') for k in hist[1]) and not any(k.startswith('eval/') for k in hist[0])
     assert list((tr.run_dir / 'eval').glob('sums*-step2.json'))
+
+
+def test_new_run_in_a_used_directory_sets_the_old_one_aside(tmp_path):
+    "The same output_dir twice: the first run is moved to <dir>.previous-<time>, intact; the second starts clean."
+    cfg = FlowRLConfig(**SMALL, save_steps=0, output_dir=str(tmp_path / 'run'))
+    first = Trainer(cfg); first.train(2)
+    old_lines = (tmp_path / 'run' / 'metrics.jsonl').read_text()
+    with pytest.warns(UserWarning, match=r'already held a run; it was moved to .*run\.previous-'):
+        second = Trainer(cfg)
+    (moved,) = tmp_path.glob('run.previous-*')
+    assert (moved / 'metrics.jsonl').read_text() == old_lines            # nothing lost, nothing added
+    assert latest_checkpoint(moved).name == 'step-000002'
+    second.train(1)
+    assert [m['step'] for m in load_run(tmp_path / 'run').metrics] == [1]  # the new log holds only the new run
+    assert Trainer.resume(moved).step_count == 2                          # the old run can still be continued
