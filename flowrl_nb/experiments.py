@@ -178,7 +178,9 @@ _WORKER_EVALUATORS = {}  # a worker process's cache of reference enumerations (k
 
 def _init_worker(threads:int):
     import torch
+    from transformers.utils import logging as hf_logging
     torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars from the workers; one line per finished run instead
 
 def _train_run_in_worker(name, cfg, steps, report_prompts) -> dict:  # one line per finished run instead of interleaved bars
     return _train_run(name, cfg, steps, report_prompts, _WORKER_EVALUATORS, progress=False)
