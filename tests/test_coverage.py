@@ -59,7 +59,7 @@ def test_every_leaf_matches_teacher_forcing(policy, max_len):
     with torch.no_grad():
         tf = token_logprobs(model, torch.tensor([prompt] * len(space)), torch.ones(len(space), len(prompt), dtype=torch.long),
                             space.tokens, mask, temperature=0.9).logp.sum(1)
-    assert torch.allclose(lp.float(), tf, atol=2e-4)
+    assert torch.allclose(lp.float(), tf, rtol=5e-5, atol=2e-4)   # float32 rounding grows with |log π|
     assert len(set(map(tuple, space.tokens.tolist()))) == len(space)   # no leaf twice
     assert abs(lp.exp().sum().item() - 1.0) < 1e-5
 
@@ -72,7 +72,7 @@ def test_merged_walk_is_the_adapter_walk(policy):
     before = {n: p.clone() for n, p in model.named_parameters()}
     merged, direct = ev.walk(model, 0.9), ev.walk(model, 0.9, merge=False)
     for a, b in zip(merged, direct):
-        assert (a - b).abs().max() < 1e-4 and abs(a.exp().sum().item() - 1) < 1e-5
+        assert torch.allclose(a, b, rtol=5e-5, atol=1e-4) and abs(a.exp().sum().item() - 1) < 1e-5
     assert type(model).__name__ == 'PeftModelForCausalLM'
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
@@ -88,7 +88,7 @@ def test_space_is_what_the_sampler_draws(policy):
     for ids, m, text, rl in zip(b.completion_ids, b.completion_mask, b.completions, b.rollout_logp):
         i = by_tokens[tuple(ids[m.bool()].tolist())]
         assert space.texts[i] == text
-        assert abs(lp[i].item() - rl.sum().item()) < 2e-4
+        assert abs(lp[i].item() - rl.sum().item()) < 2e-4 + 5e-5 * abs(lp[i].item())
 
 
 def test_space_sizes_and_refusal():
