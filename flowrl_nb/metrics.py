@@ -198,9 +198,12 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 def _merged_copy(model):
-    "A plain copy of a LoRA `PeftModel` with its adapters merged into the weights, or None (not peft, or quantized)."
+    "A plain copy of a LoRA `PeftModel` with its adapters merged into the weights, or None (not peft, adapters disabled, or quantized)."
     import copy
     if not hasattr(model, 'merge_and_unload'): return None
+    from peft.tuners.tuners_utils import BaseTunerLayer  # (transformers models also have a *method* disable_adapters)
+    if any(isinstance(m, BaseTunerLayer) and m.disable_adapters for m in model.modules()):
+        return None  # inside `disable_adapter()`: a merge would fold the adapters in anyway; walk the base as it is
     base = model.get_base_model()
     if getattr(base, 'is_loaded_in_4bit', False) or getattr(base, 'is_loaded_in_8bit', False) or getattr(base, 'quantization_method', None):
         return None  # merging into quantized weights rounds them: walk the adapters as they are instead

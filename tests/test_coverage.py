@@ -77,6 +77,20 @@ def test_merged_walk_is_the_adapter_walk(policy):
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
+def test_reference_after_training_is_the_base_model(policy):
+    "A reference first computed after the adapters moved (coverage_steps > 0 in a trainer) is still the base model."
+    model, tok = policy
+    task = DigitSumTask(min_target=9, max_target=10, max_digits=2)
+    ev = coverage(tok, task, 3)
+    ref = ev.reference(model, 0.9)
+    fresh, _ = load_policy('tiny')   # adapters at zero: exactly the base model
+    base = coverage(tok, task, 3).walk(fresh, 0.9, merge=False)
+    adapted = ev.walk(model, 0.9)
+    for r, b, a in zip(ref, base, adapted):
+        assert torch.allclose(r, b, rtol=5e-5, atol=1e-4)
+        assert (r - a).abs().max() > 1e-2   # the moved adapters do change the policy
+
+
 def test_space_is_what_the_sampler_draws(policy):
     "Sampled completions decode to leaf texts, and their sampler log-probs equal the leaves' log-probs."
     model, tok = policy
