@@ -56,13 +56,12 @@ def scenario(name, model_path, batch):
 def build_medium(d):
     "A synthetic ~23 M-parameter Qwen2 with the tiny tokenizer, saved like a hub model."
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-    from flowrl_nb.tiny import build_tokenizer
+    from transformers import Qwen2ForCausalLM
+    from flowrl_nb.tiny import build_tokenizer, tiny_config
     torch.manual_seed(0)
     tok = build_tokenizer()
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
-                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
+    cfg = tiny_config(tok, hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
+                      num_key_value_heads=2, max_position_embeddings=64)
     Qwen2ForCausalLM(cfg).save_pretrained(d); tok.save_pretrained(d)
     return d
 

@@ -8,7 +8,7 @@ import contextlib, difflib, json, os, random, shutil, tempfile, uuid
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_dir', 'did_you_mean', 'check_choice',
+__all__ = ['COLORS', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_dir', 'did_you_mean', 'check_choice',
            'seed_everything', 'data_path']
 
 # %% ../nbs/00_core.ipynb #f1a4ccc3
@@ -85,3 +85,6 @@ def data_path(*parts) -> Path:
         if root.joinpath(*parts).exists(): return root.joinpath(*parts)
     raise FileNotFoundError(f'{"/".join(parts)} is not in the flowrl_nb data folder ({here.parent / "data"}); '
                             'reinstall flowrl_nb, or rebuild it with the notebook that creates it')
+
+# %% ../nbs/00_core.ipynb #449578c5
+COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2')

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from .core import COLORS  # the one palette of every chart of runs
 from .runlog import Run, load_run
 
 # %% auto #0
-__all__ = ['TIME_CHARTS', 'COLORS', 'CONTROL_LABELS', 'CONTROLS', 'RunTail', 'Panel', 'chart_panels', 'event_label',
-           'time_figure', 'update_time_figure', 'target_weights', 'advantage_shares', 'coverage_now_figure',
-           'update_coverage_now', 'completions_table', 'RunCharts', 'replay', 'relevant_controls', 'RunsView',
-           'Dashboard', 'start', 'toggle_pause', 'stop', 'save', 'status_text', 'refresh', 'close']
+__all__ = ['TIME_CHARTS', 'CONTROL_LABELS', 'CONTROLS', 'RunTail', 'Panel', 'chart_panels', 'event_label', 'time_figure',
+           'update_time_figure', 'target_weights', 'advantage_shares', 'coverage_now_figure', 'update_coverage_now',
+           'completions_table', 'RunCharts', 'replay', 'relevant_controls', 'RunsView', 'Dashboard', 'start',
+           'toggle_pause', 'stop', 'save', 'status_text', 'refresh', 'close']
 
 # %% ../nbs/13_dashboard.ipynb #2f8069ad
 class RunTail:
@@ -120,7 +121,6 @@ def chart_panels(chart:str, runs) -> list:
     return [p for p in TIME_CHARTS[chart][1] if any(_has_data(p, r) or _will_log(p, r.config) for r in runs)]
 
 # %% ../nbs/13_dashboard.ipynb #c62a077c
-COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2')
 CONTROL_LABELS = dict(beta='β', learning_rate='lr', z_learning_rate='Z lr', is_mode='IS', is_cap='IS cap',
                       epsilon='ε low', epsilon_high='ε high', tis_cap='TIS cap', temperature='T')
 

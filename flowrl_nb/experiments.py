@@ -8,13 +8,14 @@ import gc, html, json, math, os, re, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from fastcore.basics import patch
-from .core import atomic_write_json, atomic_write_text, seed_everything
+from .core import COLORS, atomic_write_json, atomic_write_text, seed_everything
 from .config import ALGORITHMS, FlowRLConfig
 
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'TABLE_COLUMNS', 'CURVES', 'TRADEOFFS', 'DEMO_OVERRIDES', 'Comparison', 'summarize', 'fmt_cell',
-           'markdown_table', 'html_table', 'target_note', 'summary_table', 'run_dir_name', 'default_workers', 'compare',
-           'metrics_figure', 'tradeoff_figure', 'distribution_figure', 'report_html', 'html_page', 'demo_config']
+           'markdown_table', 'html_table', 'target_note', 'summary_table', 'algorithm_names', 'run_dir_name',
+           'default_workers', 'compare', 'metrics_figure', 'tradeoff_figure', 'distribution_figure', 'report_html',
+           'html_page', 'demo_config']
 
 # %% ../nbs/12_experiments.ipynb #f6e9a4bb
 @dataclass
@@ -124,13 +125,19 @@ def _repr_markdown_(self:Comparison): return self.table()
 _COVERAGE_KEY = ('model_name_or_path', 'quantization', 'torch_dtype', 'lora_target_modules', 'task', 'task_min_target',
                  'task_max_target', 'task_max_digits', 'task_partial_credit', 'max_completion_length')
 
+def algorithm_names(algorithms, # one algorithm name or several
+                    arg:str='algorithms', # the argument's name, for messages
+                    allow_empty:bool=False, # whether no algorithm at all is allowed
+                   ) -> tuple:
+    "`algorithms` as a tuple of checked, distinct names (a did-you-mean for a misspelt one)."
+    names = (algorithms,) if isinstance(algorithms, str) else tuple(algorithms or ())
+    if not names and not allow_empty: raise ValueError(f'{arg} is empty: give at least one of ' + ', '.join(ALGORITHMS))
+    for a in names: FlowRLConfig.coerce('algorithm', a)
+    if len(set(names)) != len(names): raise ValueError(f'{arg} has duplicates: {list(names)}')
+    return names
+
 def _runs_from(algorithms, runs) -> dict:
-    if runs is None:
-        algorithms = (algorithms,) if isinstance(algorithms, str) else tuple(algorithms)
-        if not algorithms: raise ValueError('algorithms is empty: give at least one of ' + ', '.join(ALGORITHMS))
-        for a in algorithms: FlowRLConfig.coerce('algorithm', a)
-        if len(set(algorithms)) != len(algorithms): raise ValueError(f'algorithms has duplicates: {list(algorithms)}')
-        return {a: {'algorithm': a} for a in algorithms}
+    if runs is None: return {a: {'algorithm': a} for a in algorithm_names(algorithms)}
     if not isinstance(runs, dict) or not runs: raise ValueError(f'runs must be a non-empty dict {{name: overrides}}, got {runs!r}')
     for name, o in runs.items():
         if not isinstance(o, dict): raise ValueError(f'runs[{name!r}] must be a dict of config overrides, got {o!r}')
@@ -147,7 +154,7 @@ def _report_rows(n:int, k:int) -> list:
     return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(k, n))})
 
 # %% ../nbs/12_experiments.ipynb #5151021c
-def _train_run(name:str, cfg:FlowRLConfig, steps:int, report_prompts:int, evaluators:dict, progress:bool=True) -> dict:
+def _train_run(cfg:FlowRLConfig, steps:int, report_prompts:int, evaluators:dict, progress:bool=True) -> dict:
     "Train one run of `compare` and measure it; `evaluators` caches reference enumerations between runs."
     from flowrl_nb.metrics import coverage_for_trainer, coverage_metrics
     from flowrl_nb.trainer import Trainer
@@ -182,8 +189,8 @@ def _init_worker(threads:int):
     torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()  # no "Loading weights" bars from the workers; one line per finished run instead
 
-def _train_run_in_worker(name, cfg, steps, report_prompts) -> dict:  # one line per finished run instead of interleaved bars
-    return _train_run(name, cfg, steps, report_prompts, _WORKER_EVALUATORS, progress=False)
+def _train_run_in_worker(cfg, steps, report_prompts) -> dict:  # one line per finished run instead of interleaved bars
+    return _train_run(cfg, steps, report_prompts, _WORKER_EVALUATORS, progress=False)
 
 def default_workers(config:FlowRLConfig, # the base config (its `device` decides)
                     n_runs:int, # how many runs there are
@@ -208,7 +215,7 @@ def _run_parallel(cfgs:dict, steps:int, report_prompts:int, workers:int) -> dict
     results = {}
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'),
                              initializer=_init_worker, initargs=(threads,)) as ex:
-        futs = {ex.submit(_train_run_in_worker, name, cfg, steps, report_prompts): name for name, cfg in cfgs.items()}
+        futs = {ex.submit(_train_run_in_worker, cfg, steps, report_prompts): name for name, cfg in cfgs.items()}
         with tqdm(total=len(futs), desc=f'runs ({workers} processes)', unit='run') as bar:
             for f in as_completed(futs):
                 name = futs[f]
@@ -245,7 +252,7 @@ def compare(config:FlowRLConfig|None=None, # the base config (default: the built
     if workers > 1 and len(cfgs) > 1: done = _run_parallel(cfgs, steps, report_prompts, min(workers, len(cfgs)))
     else:
         evaluators = {}  # runs that share model, task and length share the (expensive) reference enumeration
-        done = {name: _train_run(name, cfg, steps, report_prompts, evaluators) for name, cfg in cfgs.items()}
+        done = {name: _train_run(cfg, steps, report_prompts, evaluators) for name, cfg in cfgs.items()}
     res = Comparison(config, runs, {}, {})
     for name in cfgs:  # in the order of `runs`, whichever finished first
         r = done[name]
@@ -260,7 +267,6 @@ CURVES = (('reward/mean', 'sampled reward (mean of the step)'), ('coverage/corre
           ('coverage/kl_pi_target_inf', 'KL(π_C ‖ p*_∞)'), ('coverage/kl_target_pi_inf', 'KL(p*_∞ ‖ π_C)'),
           ('coverage/effective_modes', 'effective correct modes exp H(π_C)'),
           ('coverage/modes_covered_correct', 'modes covered (π_C ≥ 0.1·p*_∞)'))
-from .dashboard import COLORS  # one palette for every chart of runs (live, replay, report)
 
 def _series(history:list, key:str):
     pts = [(m['step'], m[key]) for m in history if m.get(key) is not None and 'step' in m]

@@ -230,7 +230,7 @@ class ExactCoverage:
         self.tokenizer, self.rows, self.chunk_size = tokenizer, list(rows), chunk_size
         self.space = CompletionSpace.build(tokenizer, max_len, stop_ids=stop_ids, max_leaves=max_leaves)
         self.prompt_ids = [tokenizer(r['prompt']).input_ids for r in self.rows]
-        self.rewards, self.correct, self.well_formed = [], [], []
+        self.rewards, self.correct = [], []
         texts, n = self.space.texts, len(self.space)
         for i, row in enumerate(self.rows):
             cols = {k: [v] * n for k, v in row.items() if k != 'prompt'}
@@ -322,13 +322,14 @@ def coverage_for_trainer(trainer, # a `flowrl_nb.trainer.Trainer`
     task, rows, cfg = trainer.task, trainer.rows, trainer.config
     ev = False
     if callable(getattr(task, 'is_correct', None)) and all('target' in r for r in rows):
-        n = _count_leaves(len(trainer.tokenizer), len(_stop_ids(trainer)), cfg.max_completion_length)
+        stop = _stop_ids(trainer)
+        n = _count_leaves(len(trainer.tokenizer), len(stop), cfg.max_completion_length)
         if n <= MAX_LEAVES:
             rf = RewardFunctions(trainer.rewards.fns, trainer.rewards.weights)  # own counters and last_values
             ev = ExactCoverage(trainer.tokenizer, rows, cfg.max_completion_length,
                                reward_fn=lambda p, c, **cols: rf(p, c, **cols)[0],
                                is_correct=lambda row, y: task.is_correct(row['target'], y),
-                               is_well_formed=getattr(task, 'is_well_formed', None), stop_ids=_stop_ids(trainer))
+                               is_well_formed=getattr(task, 'is_well_formed', None), stop_ids=stop)
     trainer.coverage = ev
     return ev or None
 

@@ -8,9 +8,9 @@ import html, json
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.basics import patch
-from .core import atomic_write_json, atomic_write_text
+from .core import COLORS, atomic_write_json, atomic_write_text
 from .config import ALGORITHMS, FlowRLConfig
-from .experiments import Comparison, compare, demo_config, html_page, html_table, markdown_table, target_note
+from .experiments import Comparison, algorithm_names, compare, demo_config, html_page, html_table, markdown_table, target_note
 
 # %% auto #0
 __all__ = ['REFERENCES', 'NOT_SWEPT', 'TRAJECTORY_METRICS', 'SWEEP_PANELS', 'SWEEP_COLUMNS', 'format_value', 'parse_values',
@@ -48,10 +48,8 @@ def sweep_runs(param:str, # the config field swept
                references=REFERENCES, # algorithms run once at the base config (skipped if also swept)
               ) -> dict:
     "The runs of a sweep as `compare(runs=...)` wants them: name → overrides; names are '<algorithm> <param>=<value>'."
-    algorithms = (algorithms,) if isinstance(algorithms, str) else tuple(algorithms)
-    references = (references,) if isinstance(references, str) else tuple(references or ())
-    if not algorithms: raise ValueError('algorithms is empty: give at least one algorithm to sweep, e.g. ("flowrl",)')
-    for a in algorithms + references: FlowRLConfig.coerce('algorithm', a)
+    algorithms = algorithm_names(algorithms)
+    references = algorithm_names(references, 'references', allow_empty=True)
     runs = {f'{a} {param}={format_value(v)}': {'algorithm': a, param: v} for a in algorithms for v in values}
     runs.update({a: {'algorithm': a} for a in references if a not in algorithms})
     return runs
@@ -80,10 +78,11 @@ def sweep(config:FlowRLConfig|None=None, # the base config (default: the demo's,
     "Train every (algorithm, value) pair and each reference from the same start; write the sweep if `out_dir` is given."
     config = config if config is not None else demo_config()
     values = parse_values(param, values)
-    runs = sweep_runs(param, values, algorithms, references)
-    swept = tuple(dict.fromkeys(o['algorithm'] for o in runs.values() if param in o))
-    cmp = compare(config, runs=runs, steps=steps, out_dir=out_dir, workers=workers)  # writes summary.json, report.html
-    res = Sweep(param, values, swept, tuple(n for n, o in runs.items() if param not in o), cmp)
+    algorithms = algorithm_names(algorithms)
+    references = tuple(a for a in algorithm_names(references, 'references', allow_empty=True) if a not in algorithms)
+    cmp = compare(config, runs=sweep_runs(param, values, algorithms, references), steps=steps, out_dir=out_dir,
+                  workers=workers)  # writes summary.json, report.html
+    res = Sweep(param, values, algorithms, references, cmp)
     if out_dir is not None: res._write_sweep(out_dir)
     return res
 
@@ -104,10 +103,10 @@ def summary(self:Sweep) -> dict:
     s = self.comparison.summary
     points = []
     for name, o in self.comparison.runs.items():
-        ref = self.param not in o
+        ref, row = self.param not in o, s['runs'][name]
         points.append(dict(name=name, algorithm=o['algorithm'], value=None if ref else o[self.param], reference=ref,
-                           run_dir=str(self.comparison.run_dirs[name]), steps=s['runs'][name]['steps'], seconds=s['runs'][name]['seconds'],
-                           final={k: v for k, v in s['runs'][name].items() if k not in ('overrides', 'steps', 'seconds')},
+                           run_dir=str(self.comparison.run_dirs[name]), steps=row['steps'], seconds=row['seconds'],
+                           final={k: v for k, v in row.items() if k not in ('overrides', 'steps', 'seconds')},
                            trajectory=trajectory(self.comparison.histories[name])))
     return dict(param=self.param, values=self.values, algorithms=list(self.algorithms), references=list(self.references),
                 points=points, start=s['start'], target_effective_modes=s['target_effective_modes'],
@@ -126,7 +125,6 @@ def load_sweep(path, # a sweep folder (with sweep.json) or the sweep.json file i
 # %% ../nbs/18_sweep.ipynb #7d335fb3
 SWEEP_PANELS = (('coverage/modes_covered', 'modes covered (π ≥ 0.1·p*_∞)'),
                 ('coverage/kl_pi_target_inf', 'KL(π_C ‖ p*_∞)')) # (metric, title) per panel, against correct mass
-from .dashboard import COLORS
 
 def _hover(name, m, keys) -> str:
     return f'{html.escape(name)}<br>step {m["step"]}<br>' + '<br>'.join(f'{k.split("/")[-1]}: {m[k]:.3f}' for k in keys if m.get(k) is not None)
@@ -143,9 +141,9 @@ def sweep_figure(summary:dict, # `Sweep.summary` or `load_sweep(dir)`
     keys = [x] + [k for k, _ in panels]
     hk = list(dict.fromkeys(keys + ['coverage/effective_modes', 'coverage/kl_target_pi_inf']))
     param = summary['param']
+    start = next((p['trajectory'][0] for p in summary['points'] if p['trajectory'] and p['trajectory'][0]['step'] == 0), None)
     for k, (key, _) in enumerate(panels):
         col = k + 1
-        start = next((p['trajectory'][0] for p in summary['points'] if p['trajectory'] and p['trajectory'][0]['step'] == 0), None)
         if start is not None and start.get(key) is not None:
             fig.add_trace(go.Scatter(x=[start[x]], y=[start[key]], mode='markers', name='start (π_ref)', legendgroup='start',
                                      showlegend=k == 0, marker=dict(symbol='x', size=11, color='black'),

@@ -5,16 +5,18 @@ checks that the change reaches the metrics log, that the charts draw points that
 the browser console shows no errors. Saves a screenshot (`dashboard.png`) in the test's output directory
 ($FLOWRL_NB_TEST_OUTPUT, else pytest's tmp_path). Skips only when Chromium is missing.
 """
-import json, os, shutil, signal, socket, subprocess, sys, textwrap, time, urllib.request
+import json, os, signal, socket, subprocess, sys, textwrap, time, urllib.request
 from pathlib import Path
 import pytest
 from flowrl_nb.runlog import load_run
 
-CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tools'))
+from docs_browser import CHROMIUM_ARGS, chromium  # noqa: E402
+
+CHROMIUM = chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason='Chromium is not installed (apt-get install -y chromium); '
                                                           'the browser test needs the Debian binary')
-CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-                 '--disable-component-update', '--disable-sync']
 
 NOTEBOOK = '''
 import torch

@@ -8,18 +8,18 @@
 * every internal link, image, script and stylesheet resolves, including `#anchors`.
 """
 from __future__ import annotations
-import argparse, ast, importlib, inspect, json, re, sys
+import argparse, ast, functools, importlib, inspect, json, re, sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tools'))
-from docs import load_sidebar, notebooks, page_name, sidebar_pages  # noqa: E402
-
-_PLOTLY_MIME = 'application/vnd.plotly.v1+json'
+from docs import _PLOTLY_MIME, load_sidebar, notebooks, page_name, sidebar_pages  # noqa: E402
 
 
+@functools.lru_cache(None)
 def _soup(path: Path):
+    "The parsed page at `path`, parsed once per run (the checks only read it)."
     from bs4 import BeautifulSoup
     return BeautifulSoup(path.read_text(encoding='utf-8'), 'html.parser')
 
@@ -57,11 +57,10 @@ def check_api(site: Path, problems: list, lib: Path) -> int:
     from fastcore.docments import docments
     modidx = importlib.import_module(f'{lib.name}._modidx').d['syms']
     n = 0
-    soups = {}
     for mod_name, (page, names) in module_pages(lib).items():
         if not (site / page).exists():
             problems.append(f'API: {mod_name}: its page {page} does not exist'); continue
-        soup = soups.setdefault(page, _soup(site / page))
+        soup = _soup(site / page)
         text = soup.get_text(' ')
         mod = importlib.import_module(mod_name)
         for name in names:
@@ -73,7 +72,7 @@ def check_api(site: Path, problems: list, lib: Path) -> int:
                 continue
             target = modidx[mod_name][key][0]
             tpage, _, anchor = target.partition('#')
-            tsoup = soups.setdefault(tpage, _soup(site / tpage)) if (site / tpage).exists() else None
+            tsoup = _soup(site / tpage) if (site / tpage).exists() else None
             h, block = _showdoc_block(tsoup, name) if tsoup is not None else (None, '')
             if h is None:
                 problems.append(f'API: {key} has no show_doc heading on {tpage} '
@@ -131,13 +130,10 @@ def check_tutorials(site: Path, nbs: Path, files: list[str], problems: list) -> 
 def check_html(site: Path, problems: list) -> int:
     "No tracebacks; every internal link resolves. Returns the number of internal links checked."
     pages = sorted(p for p in site.rglob('*.html'))
-    ids = {}
-    soups = {}
-    for p in pages:
-        soups[p] = s = _soup(p)
-        ids[p.resolve()] = {t['id'] for t in s.find_all(id=True)}
+    ids = {p.resolve(): {t['id'] for t in _soup(p).find_all(id=True)} for p in pages}
     n = 0
-    for p, s in soups.items():
+    for p in pages:
+        s = _soup(p)
         rel = p.relative_to(site).as_posix()
         text = s.get_text(' ')
         if 'Traceback (most recent call last)' in text or s.select('.output_error'):

@@ -21,7 +21,7 @@ CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'
 def chromium() -> str | None:
     "Path of a Chromium-family browser: Debian's `chromium` first (what these machines use), then the usual others."
     for name in ('chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable'):
-        if shutil.which(name): return shutil.which(name)
+        if path := shutil.which(name): return path
     return None
 
 
