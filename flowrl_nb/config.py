@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from .core import atomic_write_text, check_choice, did_you_mean
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'REWARD_FORMS', 'LENGTH_NORMS',
+__all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'WARMUP_UNITS', 'REWARD_FORMS', 'LENGTH_NORMS',
            'ROLLOUT_ENGINES', 'REWARDS', 'LORA_TARGETS', 'LIVE_FIELDS', 'FIELD_CHECKS', 'CROSS_CHECKS', 'FIELD_NAMES',
            'FlowRLConfig']
 
@@ -23,6 +23,7 @@ QUANTIZATIONS = (None, '4bit', '8bit')
 TORCH_DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 IS_MODES = ('none', 'cap', 'clip', 'geo_clip')
 LOSS_AGGS = ('token_mean', 'seq_mean_token_mean')
+WARMUP_UNITS = ('optimizer_step', 'rollout_step')  # what warmup_steps counts; rollout_step is the released schedule
 REWARD_FORMS = ('adv', 'raw')     # FlowRL: β·r̂ (as released) or β·r (raw reward, trajectory balance)
 LENGTH_NORMS = ('mean', 'sum')    # FlowRL: token-mean log-probs (as released) or summed (exact trajectory balance)
 ROLLOUT_ENGINES = ('hf', 'vllm')
@@ -69,7 +70,7 @@ FIELD_CHECKS = dict(
     algorithm=_choice(ALGORITHMS), model_name_or_path=_non_empty, quantization=_choice(QUANTIZATIONS),
     torch_dtype=_choice(TORCH_DTYPES), lora_r=_at_least_1, lora_alpha=_at_least_1, lora_dropout=_prob,
     lora_target_modules=_module_names,
-    beta=_nonneg, learning_rate=_pos, z_learning_rate=_nonneg, weight_decay=_nonneg, warmup_steps=_nonneg,
+    beta=_nonneg, learning_rate=_pos, z_learning_rate=_nonneg, weight_decay=_nonneg, warmup_steps=_nonneg, warmup_unit=_choice(WARMUP_UNITS),
     max_grad_norm=_pos, adam_beta1=_prob, adam_beta2=_prob,
     reward_form=_choice(REWARD_FORMS), length_norm=_choice(LENGTH_NORMS),
     is_mode=_choice(IS_MODES), is_cap=_pos, epsilon=_unit_open, epsilon_high=_pos, tis_cap=_optional(_pos),
@@ -192,7 +193,8 @@ class FlowRLConfig:
     learning_rate:float=1e-3 # policy (LoRA) AdamW lr; tiny LoRA default (released 7B full fine-tune: 1e-6)
     z_learning_rate:float=1e-2 # lr of the Z head's own parameter group; 0 freezes it (recipe: same as policy)
     weight_decay:float=0.0 # AdamW weight decay (released: 0.1)
-    warmup_steps:int=0 # linear lr warm-up, in optimizer steps (released: 10)
+    warmup_steps:int=0 # linear lr warm-up length, in `warmup_unit`s (released: 10 rollout steps)
+    warmup_unit:str='optimizer_step' # optimizer_step, or rollout_step: the released schedule (the first rollout batch trains at lr 0)
     max_grad_norm:float=1.0 # gradient-norm clip; a non-finite norm skips the optimizer step
     adam_beta1:float=0.9 # AdamW β1
     adam_beta2:float=0.999 # AdamW β2
@@ -211,7 +213,7 @@ class FlowRLConfig:
     prompts_per_step:int=16 # prompts per rollout batch (B = prompts_per_step * num_generations)
     num_mini_batches:int=2 # optimizer steps per rollout batch; must divide prompts_per_step (whole groups)
     max_steps:int=100 # rollout batches in the run
-    max_prompt_length:int=16 # prompt tokens kept (left-truncated beyond)
+    max_prompt_length:int=16 # longest prompt, in tokens; a longer one is refused with an error (never cut silently)
     max_completion_length:int=4 # new tokens sampled per completion
     temperature:float=1.0 # sampling temperature; log-probs use logits / temperature
     top_p:float=1.0 # nucleus sampling mass

@@ -59,8 +59,8 @@ def atomic_dir(path):
 
 # %% ../nbs/00_core.ipynb #f3e09d73
 def did_you_mean(name:str, options) -> str:
-    "' (did you mean \"x\"?)' for the closest of `options` to `name`, or '' if none is close."
-    m = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.5)
+    "' (did you mean \"x\"?)' for the closest of `options` to `name` (never `name` itself), or '' if none is close."
+    m = difflib.get_close_matches(str(name), [str(o) for o in options if str(o) != str(name)], n=1, cutoff=0.5)
     return f' (did you mean "{m[0]}"?)' if m else ''
 
 def check_choice(arg:str, value, choices):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, os, re
 from dataclasses import dataclass
 from pathlib import Path
-from .core import did_you_mean
+from .core import data_path, did_you_mean
 from .math_reward import last_boxed
 
 # %% auto #0
@@ -83,17 +83,15 @@ def to_record(row:dict, # one raw row of a benchmark
             'solution': None if solution is None else str(solution), 'source': source}
 
 # %% ../nbs/16_data.ipynb #2cb4f660
-def math_eval_dir() -> Path|None:
-    "The folder holding the benchmark JSONL files (env `FLOWRL_NB_MATH_EVAL`, or a nearby `shared/data/math_eval`), or None."
+def math_eval_dir() -> Path:
+    "The folder of benchmark files: `FLOWRL_NB_MATH_EVAL` when set, else the copy shipped with flowrl_nb (`data/math_eval`)."
     env = os.environ.get('FLOWRL_NB_MATH_EVAL')
-    if env: return Path(env) if Path(env).is_dir() else None
-    import flowrl_nb
-    starts = [Path.cwd().resolve(), Path(flowrl_nb.__file__).resolve().parent]
-    for start in starts:
-        for d in [start, *start.parents]:
-            cand = d / 'shared' / 'data' / 'math_eval'
-            if cand.is_dir(): return cand
-    return None
+    if env:
+        if not Path(env).is_dir():
+            raise FileNotFoundError(f'FLOWRL_NB_MATH_EVAL={env!r} is not a folder; point it at a folder of benchmark '
+                                    f'JSONL files, or unset it to use the benchmarks shipped with flowrl_nb')
+        return Path(env)
+    return data_path('math_eval')
 
 def _read_rows(path:Path) -> list:
     text = path.read_text(encoding='utf-8')
@@ -108,44 +106,53 @@ def _read_rows(path:Path) -> list:
         except json.JSONDecodeError as e: raise ValueError(f'{path.name} line {n}: not valid JSON ({e})') from None
     return rows
 
-def load_benchmark(source, # a file path, a benchmark name (math500, gsm8k, ...) or a Hugging Face dataset name
+def _is_hub_id(source) -> bool:
+    "True for `owner/name` (a Hugging Face datasets id) that is not a path to an existing file or folder."
+    s = str(source)
+    return s.count('/') == 1 and not s.startswith(('.', '/', '~')) and not Path(s).exists() and not s.endswith(('.jsonl', '.json'))
+
+def load_benchmark(source, # a benchmark name (math500, gsm8k, ...), a .jsonl/.json file, or a Hugging Face datasets id
                    limit:int|None=None, # keep the first `limit` records
-                   data_dir=None, # folder of benchmark files for names (default: `math_eval_dir()`)
+                   data_dir=None, # folder of benchmark files for names (default: `math_eval_dir()`, the shipped copy)
                    split:str='test', # split of a Hugging Face dataset
                    fields:FieldMap|None=None, # override the field map
                   ) -> list[dict]:
-    "Records `{id, problem, answer, solution, source}` of a benchmark file, name or Hugging Face dataset."
+    "Records `{id, problem, answer, solution, source}` of a shipped benchmark, a file, or a Hugging Face dataset."
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f'limit must be None or an integer >= 0, got {limit!r}')
+    if _is_hub_id(source): return _load_hf(str(source), split, limit, fields)
     path = Path(source)
-    if not path.is_file() and not str(source).endswith(('.jsonl', '.json')) and '/' not in str(source):
+    if not path.is_file():
+        if str(source).endswith(('.jsonl', '.json')) or '/' in str(source): raise FileNotFoundError(f'{source}: no such file')
         folder = Path(data_dir) if data_dir is not None else math_eval_dir()
-        hits = [folder / f'{source}{ext}' for ext in ('.jsonl', '.json')] if folder else []
-        hits = [h for h in hits if h.is_file()]
+        hits = [h for h in (folder / f'{source}.jsonl', folder / f'{source}.json') if h.is_file()]
         if not hits:
-            known = sorted(p.stem for p in folder.glob('*.json*')) if folder and folder.is_dir() else sorted(BENCHMARKS)
-            raise FileNotFoundError(f'no benchmark {source!r} in {folder or "any shared/data/math_eval folder"}{did_you_mean(source, known)}; '
-                                    f'known: {", ".join(known)}. Pass a file path, data_dir=, or set FLOWRL_NB_MATH_EVAL')
+            known = sorted(p.stem for p in folder.glob('*.json*')) if folder.is_dir() else []
+            raise FileNotFoundError(f'no benchmark {source!r} in {folder}{did_you_mean(source, known)}; known: '
+                                    f'{", ".join(known) or "none (the folder is empty or missing)"}. Pass a file path, '
+                                    f'a Hugging Face datasets id (owner/name), data_dir=, or set FLOWRL_NB_MATH_EVAL')
         path = hits[0]
-    if path.is_file():
-        name = path.stem
-        fmap = fields or BENCHMARKS.get(name, FieldMap())
-        rows = _read_rows(path)[:limit]
-        return [to_record(r, fmap, name, i, where=f'{path.name} line {i + 1}') for i, r in enumerate(rows)]
-    if str(source).endswith(('.jsonl', '.json')): raise FileNotFoundError(f'{source}: no such file')
-    return _load_hf(str(source), split, limit, fields)
+    name = path.stem
+    fmap = fields or BENCHMARKS.get(name, FieldMap())
+    rows = _read_rows(path)[:limit]
+    return [to_record(r, fmap, name, i, where=f'{path.name} line {i + 1}') for i, r in enumerate(rows)]
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(k, '').strip().lower() in ('1', 'true', 'yes', 'on') for k in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'))
 
 def _load_hf(name:str, split:str, limit, fields) -> list[dict]:
     "A Hugging Face dataset through `datasets.load_dataset` (imported here, so the package does not need it)."
     try: import datasets
     except ImportError as e:
-        raise ImportError(f'loading the Hugging Face dataset {name!r} needs the datasets package: pip install datasets '
-                          f'(or download it as JSONL and pass the file path)') from e
+        raise ImportError(f'loading the Hugging Face dataset {name!r} needs the datasets package: pip install "flowrl_nb[data]" '
+                          f'(or pip install datasets), or download it as JSONL and pass the file path') from e
     bench, config = HF_BENCHMARKS.get(name, (None, None))
     try: ds = datasets.load_dataset(name, config, split=split)
     except Exception as e:
-        raise RuntimeError(f'could not load the Hugging Face dataset {name!r} (split {split!r}): {type(e).__name__}: {e}. '
-                           f'Offline? Download it as JSONL and pass the file path instead') from e
+        why = ('the hub is switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and the dataset is not in the local '
+               'datasets cache' if _hub_offline() else f'{type(e).__name__}: {e}')
+        raise RuntimeError(f'could not load the Hugging Face dataset {name!r} (split {split!r}): {why}. Offline, use a '
+                           f'shipped benchmark by name ({", ".join(BENCHMARKS)}) or pass a JSONL file path') from e
     fmap = fields or BENCHMARKS.get(bench, FieldMap())
     rows = list(ds.select(range(min(limit, len(ds))))) if limit is not None else list(ds)
     return [to_record(dict(r), fmap, bench or name.split('/')[-1], i, where=f'{name} row {i}') for i, r in enumerate(rows)]

@@ -95,6 +95,7 @@ def results_table(results:list) -> str:
 # %% ../nbs/17_eval.ipynb #db8b17be
 class FixedCompletions:
     "A rollout engine that returns `fn(prompt, i)` as the i-th sample of each prompt (for tests and demos)."
+    logprobs_match_policy, eos_token_ids = False, []  # its texts come from no model
     def __init__(self, fn, tokenizer=None): self.fn, self.tokenizer = fn, tokenizer
     def sync_weights(self, model): pass
     def generate(self, prompts, n, max_new_tokens, temperature=1.0, top_p=1.0) -> RolloutBatch:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, os, re, select, signal, subprocess, sys, threading, time, weakref
 from typing import NamedTuple
 from fastcore.basics import patch
-from .task import aligned_column
+from .rewards import aligned_column, completion_text
 
 # %% auto #0
 __all__ = ['VERDICTS', 'last_boxed', 'extract_answer', 'parse_answer', 'verify_answer', 'Verdict', 'MathVerifier', 'MathReward',
@@ -246,13 +246,12 @@ class MathReward:
         return f'MathReward(correct={self.correct}, incorrect={self.incorrect}, answer_column={self.answer_column!r}, errors={self.errors})'
     def close(self): self.verifier.close()
 
-    def __call__(self, prompts:list, # prompts, aligned with completions (unused)
-                 completions:list, # decoded completions
+    def __call__(self, completions:list, # decoded completions (strings, or chat messages)
                  **columns, # dataset columns; must include `answer_column`
                 ) -> list[float]:
         "One reward per completion."
         golds = aligned_column(columns, self.answer_column, len(completions), 'math', 'gold answer', 'answer_column')
-        v = self.verifier.check(golds, [extract_answer(c) for c in completions])
+        v = self.verifier.check(golds, [extract_answer(completion_text(c)) for c in completions])
         n = max(len(v), 1)
         count = {s: sum(x.status == s for x in v) for s in VERDICTS}
         self.last_verdicts = v
@@ -261,6 +260,6 @@ class MathReward:
         self.errors += self.last_metrics['errors']
         return [self.correct if x.status == 'correct' else self.incorrect for x in v]
 
-def math_format_reward(prompts:list, completions:list, **columns) -> list[float]:
+def math_format_reward(completions:list, **kwargs) -> list[float]:
     "1.0 for a completion with a closed, non-empty `\\boxed{...}` final answer, else 0.0."
-    return [float(bool(isinstance(c, str) and last_boxed(c))) for c in completions]
+    return [float(bool(last_boxed(completion_text(c)))) for c in completions]

@@ -219,7 +219,7 @@ class ExactCoverage:
     def __init__(self, tokenizer, # decodes completions (and tokenizes prompts)
                  rows:list, # prompt rows {"prompt": str, **columns}
                  max_len:int, # the sampler's max_new_tokens
-                 reward_fn, # TRL-style fn(prompts, completions, **columns) -> list[float] (deterministic)
+                 reward_fn, # a reward function as TRL calls them, `fn(prompts=, completions=, completion_ids=, **columns)` (deterministic)
                  is_correct, # fn(row, completion) -> bool: membership in the correct set C
                  is_well_formed=None, # optional fn(completion) -> bool, for `well_formed_mass`
                  stop_ids=None, # tokens that end a completion (default: the tokenizer's EOS)
@@ -232,9 +232,11 @@ class ExactCoverage:
         self.prompt_ids = [tokenizer(r['prompt']).input_ids for r in self.rows]
         self.rewards, self.correct = [], []
         texts, n = self.space.texts, len(self.space)
+        ids = [t[:k].tolist() for t, k in zip(self.space.tokens, self.space.lengths.tolist())]
         for i, row in enumerate(self.rows):
             cols = {k: [v] * n for k, v in row.items() if k != 'prompt'}
-            r = torch.tensor([float(x) for x in reward_fn([row['prompt']] * n, texts, **cols)], dtype=torch.float64)
+            r = torch.tensor([float(x) for x in reward_fn(prompts=[row['prompt']] * n, completions=texts, completion_ids=ids, **cols)],
+                             dtype=torch.float64).nan_to_num(0.0)  # (an unscorable completion: reward 0 in the target)
             c = torch.tensor([bool(is_correct(row, y)) for y in texts])
             if not c.any(): raise ValueError(f'rows[{i}] ({row["prompt"]!r}) has no correct completion within {max_len} tokens')
             self.rewards.append(r); self.correct.append(c)
@@ -318,7 +320,7 @@ def coverage_for_trainer(trainer, # a `flowrl_nb.trainer.Trainer`
     "The trainer's `ExactCoverage` (built on first use and kept as `trainer.coverage`), or None if the task is not enumerable."
     ev = getattr(trainer, 'coverage', None)
     if ev is not None: return ev or None
-    from flowrl_nb.task import RewardFunctions
+    from flowrl_nb.rewards import RewardFunctions
     task, rows, cfg = trainer.task, trainer.rows, trainer.config
     ev = False
     if callable(getattr(task, 'is_correct', None)) and all('target' in r for r in rows):
@@ -327,7 +329,7 @@ def coverage_for_trainer(trainer, # a `flowrl_nb.trainer.Trainer`
         if n <= MAX_LEAVES:
             rf = RewardFunctions(trainer.rewards.fns, trainer.rewards.weights)  # own counters and last_values
             ev = ExactCoverage(trainer.tokenizer, rows, cfg.max_completion_length,
-                               reward_fn=lambda p, c, **cols: rf(p, c, **cols)[0],
+                               reward_fn=lambda **kw: rf(**kw).rewards,
                                is_correct=lambda row, y: task.is_correct(row['target'], y),
                                is_well_formed=getattr(task, 'is_well_formed', None), stop_ids=stop)
     trainer.coverage = ev

@@ -101,7 +101,16 @@ DTYPES = ('float32', 'bfloat16', 'float16')
 
 def _resolve_device(device) -> torch.device:
     if device is None: return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(device)
+    d = torch.device(device)
+    if d.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'device={str(device)!r} but this machine has no CUDA GPU that torch can use (torch '
+                         f'{torch.__version__}, CUDA build: {torch.version.cuda or "no"}); use device="cpu" or "auto"')
+    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f'device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s) '
+                         f'(cuda:0 to cuda:{torch.cuda.device_count() - 1})')
+    if d.type == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
+        raise ValueError(f'device={str(device)!r} but Apple\'s MPS backend is not available here; use device="cpu" or "auto"')
+    return d
 
 def _resolve_dtype(dtype, device:torch.device) -> torch.dtype:
     if dtype is None: return torch.bfloat16 if device.type == 'cuda' else torch.float32

@@ -32,8 +32,8 @@ _NUMBER_RULES = {  # argument -> (test, what is allowed)
 
 def _shape(x): return tuple(x.shape)
 
-def _validate(mask=None, tokens:dict|None=None, seqs:dict|None=None, **numbers_):
-    "Check a loss's inputs; return the boolean mask and the token tensors (in order) with padding set to 0."
+def _validate(mask=None, tokens:dict|None=None, seqs:dict|None=None, nan_ok:tuple=(), **numbers_):
+    "Check a loss's inputs (NaN allowed in the `seqs` named in `nan_ok`); return the boolean mask and the token tensors with padding set to 0."
     for name, v in numbers_.items():
         if v is None and name == 'tis_cap': continue
         ok, allowed = _NUMBER_RULES[name]
@@ -66,9 +66,10 @@ def _validate(mask=None, tokens:dict|None=None, seqs:dict|None=None, **numbers_)
         if x is None: continue
         if x.dim() != 1 or (B is not None and x.shape[0] != B):
             raise ValueError(f'{name} has shape {_shape(x)} but must be (B,)' + (f' = ({B},) to match mask' if B else ''))
-        bad = ~torch.isfinite(x.detach())
-        if bad.any(): raise ValueError(f'{name} has NaN or Inf at {int(bad.sum())} position(s), first at index '
-                                       f'{bad.nonzero()[0].item()}: inputs must be finite')
+        bad = torch.isinf(x.detach()) if name in nan_ok else ~torch.isfinite(x.detach())
+        if bad.any(): raise ValueError(f'{name} has {"Inf" if name in nan_ok else "NaN or Inf"} at {int(bad.sum())} '
+                                       f'position(s), first at index {bad.nonzero()[0].item()}: inputs must be finite'
+                                       + (' (NaN marks an unscorable sample)' if name in nan_ok else ''))
     return m, [None if x is None else x.masked_fill(~m, 0.) for x in (tokens or {}).values()]
 
 # %% ../nbs/02_objective.ipynb #c8d372e7
@@ -96,16 +97,29 @@ def group_advantages(rewards, # (N,) rewards: consecutive groups of `group_size`
     "GRPO/FlowRL group advantage r̂ = (r − group mean) / (group std + eps), std unbiased; all-equal group → 0."
     rewards = torch.as_tensor(rewards)
     if not rewards.is_floating_point(): rewards = rewards.to(torch.get_default_dtype())
-    _validate(seqs=dict(rewards=rewards), group_size=group_size, eps=eps)
+    _validate(seqs=dict(rewards=rewards), nan_ok=('rewards',), group_size=group_size, eps=eps)
     if rewards.shape[0] % group_size:
         raise ValueError(f'rewards has {rewards.shape[0]} entries, not a multiple of group_size={group_size}: '
                          'rewards must be whole consecutive groups of group_size samples of one prompt')
     if group_size == 1: return rewards.clone()
     g = rewards.view(-1, group_size)
+    if torch.isnan(g).any(): return _nan_group_advantages(g, eps).view(-1)
     centred = g - g.mean(-1, keepdim=True)
     r_hat = centred / (g.std(-1, keepdim=True) + eps)
     all_equal = (g.amax(-1, keepdim=True) == g.amin(-1, keepdim=True))
     return torch.where(all_equal, torch.zeros_like(g), r_hat).view(-1)
+
+def _nan_group_advantages(g, eps):
+    "`group_advantages` of (groups, n) rewards with NaN (unscorable) entries: statistics over the scored ones; NaN stays NaN."
+    ok = ~torch.isnan(g)
+    cnt = ok.sum(-1, keepdim=True)
+    x = torch.where(ok, g, torch.zeros_like(g))
+    mean = x.sum(-1, keepdim=True) / cnt.clamp(min=1)
+    var = (torch.where(ok, g - mean, torch.zeros_like(g)) ** 2).sum(-1, keepdim=True) / (cnt - 1).clamp(min=1)
+    hi = torch.where(ok, g, torch.full_like(g, -math.inf)).amax(-1, keepdim=True)
+    lo = torch.where(ok, g, torch.full_like(g, math.inf)).amin(-1, keepdim=True)
+    r_hat = torch.where((hi == lo) | (cnt < 2), torch.zeros_like(g), (g - mean) / (var.sqrt() + eps))
+    return torch.where(ok, r_hat, g)
 
 # %% ../nbs/02_objective.ipynb #112adb3a
 def _is_bounds(is_mode, is_cap, eps_low, eps_high):
@@ -228,7 +242,12 @@ def reinforce_pp_advantages(rewards, # (B,) scalar reward of each completion
                            ) -> torch.Tensor:
     "REINFORCE++ (OpenRLHF) token advantages: KL-penalised reward-to-go (γ = 1), normalised over the whole batch."
     m, (old_logp, ref_logp) = _validate(mask, tokens=dict(old_logp=old_logp, ref_logp=ref_logp),
-                                        seqs=dict(rewards=rewards), kl_coef=kl_coef, eps=eps)
+                                        seqs=dict(rewards=rewards), nan_ok=('rewards',), kl_coef=kl_coef, eps=eps)
+    scored = ~torch.isnan(rewards)
+    if not scored.all():  # unscorable samples (NaN reward) are left out of the batch statistics and get NaN
+        idx, adv = scored.nonzero()[:, 0], torch.full_like(old_logp, math.nan)
+        if len(idx): adv[idx] = reinforce_pp_advantages(rewards[idx], old_logp[idx], ref_logp[idx], mask[idx], kl_coef, eps)
+        return adv
     old_logp, ref_logp = old_logp.detach(), ref_logp.detach()
     T = m.shape[1]
     last = T - 1 - m.flip(-1).int().argmax(-1)                        # index of each sequence's last completion token
@@ -245,10 +264,12 @@ def reinforce_pp_loss(logp, # (B,T) log π_θ (gets gradients)
                       mask, # (B,T) 1 on completion tokens
                       eps_low:float=0.2, # ratio clipped below at 1 − eps_low
                       eps_high:float=0.28, # ratio clipped above at 1 + eps_high
+                      agg:str="token_mean", # "token_mean" (OpenRLHF's default) or "seq_mean_token_mean"
                      ) -> tuple[torch.Tensor, dict]:
-    "REINFORCE++ loss: the PPO-clip surrogate on batch-normalised token advantages, token mean."
+    "REINFORCE++ loss: the PPO-clip surrogate on batch-normalised token advantages, token mean (or `agg`)."
+    check_choice('agg', agg, AGG_MODES)
     m, (logp, old_logp, adv) = _validate(mask, tokens=dict(logp=logp, old_logp=old_logp, adv=adv),
                                          eps_low=eps_low, eps_high=eps_high)
-    loss, metrics = _ppo_clip(logp, old_logp.detach(), adv.detach(), m, eps_low, eps_high, 'token_mean')
+    loss, metrics = _ppo_clip(logp, old_logp.detach(), adv.detach(), m, eps_low, eps_high, agg)
     metrics['final_loss'] = loss.detach()
     return loss, _floats(metrics)

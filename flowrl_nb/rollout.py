@@ -46,6 +46,10 @@ class RolloutBatch:
     @property
     def num_groups(self) -> int: return len(self) // self.group_size
 
+    def completion_id_lists(self) -> list:
+        "The sampled tokens of each completion as a list of ints, EOS included, no padding (TRL's `completion_ids`)."
+        return [row[:int(n)].tolist() for row, n in zip(self.completion_ids, self.completion_mask.sum(1))]
+
     def __repr__(self):
         return (f'RolloutBatch({self.num_groups} prompts x {self.group_size} samples, prompt_ids {tuple(self.prompt_ids.shape)}, '
                 f'completion_ids {tuple(self.completion_ids.shape)}, {self.num_tokens} tokens, '
@@ -66,6 +70,8 @@ class RolloutBatch:
 @runtime_checkable
 class RolloutEngine(Protocol):
     "What the trainer needs from a sampler."
+    logprobs_match_policy:bool # True when `rollout_logp` equals the policy's own log-probs (no teacher-forced π_old needed)
+    eos_token_ids:list # the tokens that end a completion
     def generate(self, prompts:list, n:int, max_new_tokens:int, temperature:float=1.0, top_p:float=1.0) -> RolloutBatch:
         "Sample `n` completions for each prompt; the n samples of a prompt are consecutive rows."
         ...

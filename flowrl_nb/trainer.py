@@ -11,8 +11,9 @@ from .core import atomic_dir, seed_everything
 from .config import FlowRLConfig, LIVE_FIELDS
 from .objective import group_advantages, flowrl_loss, grpo_loss, reinforce_pp_advantages, reinforce_pp_loss
 from .model import LoraSpec, load_policy, token_logprobs, reference_logprobs, make_z_head, save_adapter_and_z, load_z_head, eval_mode
-from .rollout import HFRolloutEngine
-from .task import task_from_config, RewardFunctions
+from .rollout import HFRolloutEngine, RolloutEngine
+from .task import task_from_config
+from .rewards import RewardFunctions, TrainerState, as_completions, check_columns, is_conversational, prompt_text
 from .runlog import RunLog, read_jsonl
 from .metrics import coverage_metrics
 
@@ -70,7 +71,8 @@ class NonFiniteError(RuntimeError):
 def _masked_mean(x, mask): return float((x * mask).sum() / mask.sum().clamp(min=1))
 
 def _mini_batches(B:int, K:int) -> list:
-    "Row slices of the K mini-batches of a batch of B rows, as `torch.arange(B).chunk(K)`: views, not copies."
+    "Row slices of the K mini-batches of a batch of B rows, as `torch.arange(B).chunk(K)`: views, not copies (none for B = 0)."
+    if B == 0: return []
     size = -(-B // K)
     return [slice(i, min(i + size, B)) for i in range(0, B, size)]
 
@@ -95,6 +97,31 @@ def set_aside_previous_run(run_dir, # the directory a new run is about to use
                   f'(to continue the old one instead: Trainer.resume({str(dest)!r}))', stacklevel=3)
     return dest
 
+def _check_rows(rows:list):
+    "Refuse prompt rows the trainer cannot use, where they enter: no rows, a row without a prompt, rows with different columns."
+    if not rows: raise ValueError('rows is empty: the trainer needs at least one prompt row {"prompt": ...}')
+    keys = set(rows[0])
+    check_columns(keys)
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or 'prompt' not in r:
+            raise ValueError(f'rows[{i}] has no "prompt" key ({f"keys: {sorted(r)}" if isinstance(r, dict) else type(r).__name__}); every row needs one')
+        if set(r) != keys:
+            raise ValueError(f'rows[{i}] has the columns {sorted(r)} but rows[0] has {sorted(keys)}: every row needs the same '
+                             f'columns (each becomes one keyword argument of the reward functions)')
+        p = r['prompt']
+        if not (isinstance(p, str) or is_conversational(p)):
+            raise ValueError(f'rows[{i}]["prompt"] must be a string or a list of chat messages {{"role": ..., "content": ...}}, '
+                             f'got {type(p).__name__}')
+        if is_conversational(p) != is_conversational(rows[0]['prompt']):
+            raise ValueError(f'rows[{i}] mixes a chat prompt with plain-text ones (rows[0]); use one kind for the whole dataset')
+
+def _make_engine(cfg:FlowRLConfig, model, tokenizer):
+    "The rollout engine `cfg.rollout_engine` names, on the policy."
+    if cfg.rollout_engine == 'vllm':
+        raise ValueError("rollout_engine='vllm' is not available yet: flowrl_nb has no vLLM engine in this version, and it "
+                         "never falls back to another engine silently. Use rollout_engine='hf', or pass engine= a RolloutEngine")
+    return HFRolloutEngine(model, tokenizer, max_prompt_length=cfg.max_prompt_length)
+
 class _ResumeMethod:
     "`Trainer.resume(run_dir)` continues a saved run; `trainer.resume()` continues a paused one."
     def __get__(self, obj, cls):
@@ -105,10 +132,10 @@ class Trainer:
     "FlowRL / GRPO / REINFORCE++ on a Hugging Face causal LM with LoRA or QLoRA adapters."
     def __init__(self,
                  config:FlowRLConfig|None=None, # the run's settings (default: the built-in tiny CPU run)
-                 reward_funcs=None,  # reward functions `fn(prompts, completions, **columns) -> list[float]` (default: the task's)
+                 reward_funcs=None,  # reward functions, called as TRL calls them: `fn(completions, **kwargs) -> list[float]` (default: the task's)
                  reward_weights=None, # one weight per reward function (default: all 1)
-                 rows:list|None=None, # prompt rows `{"prompt": str, **columns}` (default: the task's)
-                 engine=None,        # a rollout engine (default: `HFRolloutEngine` on the policy)
+                 rows:list|None=None, # prompt rows `{"prompt": str or chat messages, **columns}` (default: the task's)
+                 engine=None,        # a `RolloutEngine` (default: the one `config.rollout_engine` names, on the policy)
                  run_dir=None,       # where config, metrics and checkpoints go (default: `config.output_dir` or runs/<algo>-<time>)
                  _resume:bool=False, # internal (`Trainer.resume`): continue the run in `run_dir` instead of setting it aside
                  **overrides):       # config fields to override, e.g. `beta=5.0`
@@ -128,9 +155,7 @@ class Trainer:
             from flowrl_nb.data import load_benchmark, to_rows
             rows = to_rows(load_benchmark(cfg.train_file), self.tokenizer)
         self.rows = list(rows) if rows is not None else self.task.rows()
-        if not self.rows: raise ValueError('rows is empty: the trainer needs at least one prompt row {"prompt": ...}')
-        for i, r in enumerate(self.rows[:1000]):
-            if 'prompt' not in r: raise ValueError(f'rows[{i}] has no "prompt" key (keys: {sorted(r)}); every row needs one')
+        _check_rows(self.rows)
         if reward_funcs is None and cfg.reward == 'math':
             from flowrl_nb.math_reward import MathReward
             reward_funcs = [MathReward(incorrect=cfg.reward_incorrect)]
@@ -145,10 +170,14 @@ class Trainer:
                            'weight_decay': cfg.weight_decay, 'name': 'z'})
         # foreach=True: the same AdamW arithmetic, op for op, over all tensors at once instead of a Python loop per tensor
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), foreach=True)
-        self.engine = engine if engine is not None else HFRolloutEngine(self.model, self.tokenizer, max_prompt_length=cfg.max_prompt_length)
+        self.engine = engine if engine is not None else _make_engine(cfg, self.model, self.tokenizer)
+        if not isinstance(self.engine, RolloutEngine):
+            missing = [a for a in ('generate', 'sync_weights', 'logprobs_match_policy', 'eos_token_ids') if not hasattr(self.engine, a)]
+            raise TypeError(f'engine must follow the RolloutEngine protocol (flowrl_nb.rollout); {type(self.engine).__name__} '
+                            f'lacks {", ".join(missing)}')
         self.controls = Controls(cfg)
         self.sampler = np.random.default_rng(cfg.seed)   # which prompts each step sees
-        self.step_count, self.opt_steps, self._nonfinite = 0, 0, 0
+        self.step_count, self.opt_steps, self._nonfinite, self._unlogged = 0, 0, 0, None
         self.coverage = None  # the exact-coverage evaluator, built on first use (flowrl_nb.metrics)
         self.last_checkpoint, self.last_batch, self.error = None, None, None
         self.status = 'idle'
@@ -164,12 +193,19 @@ class Trainer:
         return f'Trainer({self.config.algorithm}, step={self.step_count}, status={self.status}, run_dir={str(self.run_dir)!r})'
 
 # %% ../nbs/09_trainer.ipynb #71599c5c
+def _warmup(cfg:FlowRLConfig, opt_steps:int, step:int) -> float:
+    "The warm-up factor of the learning rate at the next optimizer step (`opt_steps` done so far) of rollout step `step`."
+    W = cfg.warmup_steps
+    if not W: return 1.0
+    if cfg.warmup_unit == 'rollout_step': return min(1.0, (step - 1) / W)  # the release: lr × b/W in rollout batch b = step - 1
+    return min(1.0, (opt_steps + 1) / (W + 1))
+
 @torch.no_grad()
 def _apply_controls(self, step:int) -> dict:
     "Apply pending live changes (logging each as an event at `step`) and set the optimizer's learning rates."
     for name, old, new in self.controls.apply(): self.log.log_event(step, name, old, new)
     c = self.controls.snapshot()
-    warm = min(1.0, (self.opt_steps + 1) / (self.config.warmup_steps + 1)) if self.config.warmup_steps else 1.0
+    warm = _warmup(self.config, self.opt_steps, step)
     for g in self.optimizer.param_groups:
         g['lr'] = warm * (c['z_learning_rate'] if g.get('name') == 'z' else c['learning_rate'])
     return c
@@ -195,7 +231,8 @@ def _objective(self, out, mb:dict, c:dict):
     if algo == 'grpo':
         return grpo_loss(out.logp, mb['old'], mb['adv'], mb['mask'], eps_low=c['epsilon'], eps_high=c['epsilon_high'],
                          ref_logp=mb['ref'], kl_coef=self.config.kl_coef, agg=self.config.loss_agg)
-    return reinforce_pp_loss(out.logp, mb['old'], mb['adv'], mb['mask'], eps_low=c['epsilon'], eps_high=c['epsilon_high'])
+    return reinforce_pp_loss(out.logp, mb['old'], mb['adv'], mb['mask'], eps_low=c['epsilon'], eps_high=c['epsilon_high'],
+                             agg=self.config.loss_agg)
 Trainer._objective = _objective
 
 def _advantages(self, rewards, batch, old, ref):
@@ -206,6 +243,28 @@ def _advantages(self, rewards, batch, old, ref):
 Trainer._advantages = _advantages
 
 # %% ../nbs/09_trainer.ipynb #b9ccb3d6
+def _trainer_state(self, step:int) -> TrainerState:
+    "The run's progress, as reward functions receive it (`trainer_state=`)."
+    cfg = self.config
+    return TrainerState(global_step=self.opt_steps, max_steps=cfg.max_steps * cfg.num_mini_batches,
+                        epoch=(step - 1) * cfg.prompts_per_step / len(self.rows), step=step)
+Trainer._trainer_state = _trainer_state
+
+def _reward_stats(rewards:torch.Tensor, n:int) -> dict:
+    "reward/mean, std, min, max over the scored samples and the fraction of groups with no spread (NaN = unscorable)."
+    ok = ~rewards.isnan()
+    r = rewards[ok] if not ok.all() else rewards
+    if not len(r): return {'reward/mean': None, 'reward/std': None, 'reward/min': None, 'reward/max': None, 'reward/zero_spread_frac': None}
+    g = rewards.view(-1, n)
+    if ok.all(): spread = g.max(1).values == g.min(1).values
+    else:
+        hi = torch.where(g.isnan(), torch.full_like(g, -math.inf), g).max(1).values
+        lo = torch.where(g.isnan(), torch.full_like(g, math.inf), g).min(1).values
+        spread = (hi <= lo) | (hi == -math.inf)
+    return {'reward/mean': float(r.mean()), 'reward/std': float(r.std()) if len(r) > 1 else 0.0,
+            'reward/min': float(r.min()), 'reward/max': float(r.max()),
+            'reward/zero_spread_frac': float(spread.float().mean())}
+
 def train_step(self) -> dict:
     "One RL step: sample → reward → advantage → old/ref log-probs → K optimizer steps → metrics (logged and returned)."
     cfg, n, step = self.config, self.config.num_generations, self.step_count + 1
@@ -213,34 +272,45 @@ def train_step(self) -> dict:
     c = self._apply_controls(step)
     temperature = c['temperature']  # one temperature for the whole step: sampling and every log-prob
     t0 = time.perf_counter()
-    # 1. sample
+    # 1. sample (chat prompts are rendered with the tokenizer's chat template)
     rows = self._sample_rows()
-    batch = self.engine.generate([r['prompt'] for r in rows], n, cfg.max_completion_length, temperature=temperature, top_p=cfg.top_p)
-    # 2. reward (columns repeated so they line up with the n completions of each prompt, as in TRL)
+    prompts = [r['prompt'] for r in rows]
+    batch = self.engine.generate([prompt_text(p, self.tokenizer) for p in prompts], n, cfg.max_completion_length,
+                                 temperature=temperature, top_p=cfg.top_p)
+    # 2. reward, calling the reward functions as TRL does (flowrl_nb.rewards): by keyword, columns repeated per completion
     columns = {k: [r[k] for r in rows for _ in range(n)] for k in rows[0] if k != 'prompt'}
-    rewards_list, rinfo = self.rewards(batch.prompts, batch.completions, **columns)
-    rewards = torch.tensor(rewards_list, dtype=torch.float32, device=dev)
+    scored = self.rewards([p for p in prompts for _ in range(n)], as_completions(batch.completions, is_conversational(prompts[0])),
+                          completion_ids=batch.completion_id_lists(), trainer_state=self._trainer_state(step), **columns)
+    rewards = torch.tensor(scored.rewards, dtype=torch.float32, device=dev)  # NaN: no reward function scored the sample
     t1 = time.perf_counter()
     # 3./4. old and reference log-probs, advantages
     P, C, M = (t.to(dev) for t in (batch.prompt_ids, batch.prompt_mask, batch.completion_ids))
     mask = batch.completion_mask.to(dev).float()
     rollout = batch.rollout_logp.to(dev)
     with torch.no_grad():
-        if getattr(self.engine, 'logprobs_match_policy', False) and cfg.top_p == 1.0:
+        if self.engine.logprobs_match_policy and cfg.top_p == 1.0:
             old = rollout  # the sampler's own log-probs are log π_old exactly: no extra forward
         else:  # (top-p truncation, or an engine with its own numerics such as vLLM): teacher-force π_old
             with eval_mode(model): old = token_logprobs(model, P, C, M, mask, temperature=temperature).logp
         ref = reference_logprobs(model, P, C, M, mask, temperature=temperature)  # switches to eval mode itself
     _train_mode(model)
     adv = self._advantages(rewards, batch, old, ref)
+    adv_shown = adv.tolist() if adv.dim() == 1 else None
+    keep = ~rewards.isnan()
+    if not keep.all():  # unscorable samples are left out of the update
+        i = keep.nonzero()[:, 0]
+        P, C, M, mask, rollout, old, ref, adv, rewards_kept = P[i], C[i], M[i], mask[i], rollout[i], old[i], ref[i], adv[i], rewards[i]
+    else: rewards_kept = rewards
     t2 = time.perf_counter()
     # 5. K optimizer steps over mini-batches of whole groups
     params = [p for g in self.optimizer.param_groups for p in g['params']]
     mb_metrics, skipped = [], 0
     if self.z_head is not None: self.z_head.train()
-    for k, idx in enumerate(_mini_batches(len(batch), cfg.num_mini_batches)):
+    lrs = []
+    for k, idx in enumerate(_mini_batches(len(rewards_kept), cfg.num_mini_batches)):
         if k: c = self._apply_controls(step)
-        mb = dict(ref=ref[idx], old=old[idx], adv=adv[idx], reward=rewards[idx], mask=mask[idx], rollout=rollout[idx])
+        lrs.append([g['lr'] for g in self.optimizer.param_groups])
+        mb = dict(ref=ref[idx], old=old[idx], adv=adv[idx], reward=rewards_kept[idx], mask=mask[idx], rollout=rollout[idx])
         out = token_logprobs(model, P[idx], C[idx], M[idx], mask[idx], temperature=temperature, z_head=self.z_head,
                              z_detach=cfg.z_detach, exclude_last=cfg.z_exclude_last, with_entropy=True)
         loss, m = self._objective(out, mb, c)
@@ -255,36 +325,44 @@ def train_step(self) -> dict:
         mb_metrics.append(m)
         if self._nonfinite >= cfg.max_nonfinite_steps:
             raise NonFiniteError(f'{self._nonfinite} optimizer steps in a row had a non-finite loss or gradient norm '
-                                 f'(step {step}, last loss {float(loss)}, grad norm {float(gn)}); the run stops here. '
+                                 f'(step {step}, last loss {float(loss.detach())}, grad norm {float(gn)}); the run stops here. '
                                  f'Last good checkpoint: {self.last_checkpoint}. Try a lower learning_rate or beta, or is_mode="cap".')
+    self.engine.sync_weights(model)  # the next batch samples from the updated policy (a no-op for the HF engine)
     t3 = time.perf_counter()
     # 6. metrics
     metrics = {k: float(np.mean([m[k] for m in mb_metrics if m.get(k) is not None and math.isfinite(m[k])] or [float('nan')]))
-               for k in mb_metrics[0]}
-    groups = rewards.view(-1, n)
-    lengths = mask.sum(1)
+               for k in (mb_metrics[0] if mb_metrics else ())}
+    lengths = batch.completion_mask.float().sum(1)
     metrics.update({
-        'reward/mean': float(rewards.mean()), 'reward/std': float(rewards.std()) if len(rewards) > 1 else 0.0,
-        'reward/min': float(rewards.min()), 'reward/max': float(rewards.max()),
-        'reward/zero_spread_frac': float((groups.max(1).values == groups.min(1).values).float().mean()),
-        **{k: float(v) for k, v in rinfo.items()},
+        **_reward_stats(rewards, n), **scored.metrics,
         'completion/mean_length': float(lengths.mean()), 'completion/max_length': float(lengths.max()),
         'completion/truncated_frac': float(batch.truncated.float().mean()),
         'optim/skipped_steps': skipped, 'optim/steps': self.opt_steps,
+        **({'optim/lr': lrs[0][0], **({'optim/z_lr': lrs[0][1]} if len(lrs[0]) > 1 else {})} if lrs else {}),
         'time/sample': t1 - t0, 'time/reference': t2 - t1, 'time/update': t3 - t2, 'time/step': t3 - t0,
         'tokens_per_sec': float(batch.num_tokens) / max(t3 - t0, 1e-9),
         **{f'control/{k}': v for k, v in c.items()},
     })
-    self.last_batch = dict(prompts=batch.prompts, completions=batch.completions, rewards=rewards_list, adv=adv.tolist() if adv.dim() == 1 else None)
+    self.last_batch = dict(prompts=batch.prompts, completions=batch.completions, rewards=scored.rewards, adv=adv_shown,
+                           lengths=lengths.long().tolist(), extra=scored.extra)
     if cfg.coverage_steps and step % cfg.coverage_steps == 0:  # exact coverage (flowrl_nb.metrics); {} if not enumerable
         metrics.update((getattr(self.task, 'coverage_metrics', None) or coverage_metrics)(self))
     if cfg.eval_steps and step % cfg.eval_steps == 0:  # periodic held-out evaluation (flowrl_nb.eval)
         metrics.update(self.evaluate(step))
     self.step_count = step
-    self.log.log_step(step, metrics)
+    self._log_step(step, metrics)
     if cfg.save_steps and step % cfg.save_steps == 0: self.save_checkpoint()
     return metrics
 Trainer.train_step = train_step
+
+def _log_step(self, step:int, metrics:dict, force:bool=False):
+    "Write the step's metrics to the log every `logging_steps` steps, and always when it measured coverage or evaluated, or is the last."
+    cfg = self.config
+    measured = any(k.startswith(('coverage/', 'eval/')) for k in metrics)
+    if force or measured or step % cfg.logging_steps == 0 or step >= cfg.max_steps:
+        self.log.log_step(step, metrics); self._unlogged = None
+    else: self._unlogged = (step, metrics)  # written when the run ends here (`_run_loop`), so the last step is never lost
+Trainer._log_step = _log_step
 
 def evaluate(self, step:int|None=None) -> dict:
     "Evaluate the policy on `config.eval_file` (avg@n, pass@k; results under run_dir/eval/); returns `eval/...` metrics."
@@ -338,6 +416,7 @@ def load_checkpoint(self, path):
     self.sampler.bit_generator.state = rng['sampler']
     self.last_checkpoint = path
     self.log.truncate_after(self.step_count)  # steps after the checkpoint are redone, not duplicated
+    self.engine.sync_weights(self.model)      # an engine with its own copy of the weights samples from the restored adapter
     return self
 Trainer.load_checkpoint = load_checkpoint
 
@@ -368,7 +447,8 @@ def _run_loop(self, steps, progress:bool):
                 if self._stop_requested: break
                 self.status = 'running'
             m = self.train_step(); history.append(m); bar.update(1)
-            bar.set_postfix(reward=f"{m['reward/mean']:.3f}", loss=f"{m.get('final_loss', float('nan')):.3g}")
+            bar.set_postfix(reward=f"{m['reward/mean'] if m['reward/mean'] is not None else float('nan'):.3f}",
+                            loss=f"{m.get('final_loss', float('nan')):.3g}")
         if self.last_checkpoint is None or self.last_checkpoint.name != f'step-{self.step_count:06d}':
             if self.step_count: self.save_checkpoint()
         self.status = 'stopped' if self._stop_requested else 'finished'
@@ -379,6 +459,7 @@ def _run_loop(self, steps, progress:bool):
         self.error, self.status = e, 'failed'
         raise
     finally:
+        if self._unlogged is not None: self._log_step(*self._unlogged, force=True)  # the run ends here: its last step is logged
         bar.close()
     return history
 Trainer._run_loop = _run_loop

@@ -37,7 +37,7 @@ def run_one(sandbox, code, tests):
     "Score through the reward function, as the trainer does; return (reward, result, seconds)."
     reward = CodeReward(sandbox=sandbox)
     t0 = time.monotonic()
-    r = reward(['p'], [fenced(code)], tests=[tests])
+    r = reward(completions=[fenced(code)], tests=[tests])
     return r[0], reward.last_results[0], time.monotonic() - t0
 
 
@@ -133,7 +133,7 @@ for p in ['/proc/%d/environ' % os.getppid(), '/proc/1/environ'] + glob.glob('/pr
     except OSError: pass
 '''
     reward = CodeReward(sandbox=sandbox)
-    assert reward(['p'], [fenced(code)], tests=[STDIO_TESTS[:1]]) == [0.0]
+    assert reward(completions=[fenced(code)], tests=[STDIO_TESTS[:1]]) == [0.0]
     out = sandbox.run({'solution.py': code}, 'main')
     assert secret not in out.stdout and secret not in out.stderr
     assert 'FLOWRL_TEST_SECRET' not in out.stdout
@@ -212,15 +212,15 @@ def add(a, b): return AlwaysEqual()
     r, res, _ = run_one(sandbox, code, ADD_TESTS)
     assert r == 0.0 and res.passed == 0 and res.reason.startswith('wrong_answer'), res
     reward = CodeReward(sandbox=sandbox, partial=True)
-    assert reward(['p'], [fenced(code)], tests=[[{'fn_name': 'add', 'args': [1, 2], 'expected': 3}]]) == [0.0]
+    assert reward(completions=[fenced(code)], tests=[[{'fn_name': 'add', 'args': [1, 2], 'expected': 3}]]) == [0.0]
 
 
 def test_missing_or_misaligned_tests_column_raises(sandbox):
     reward = CodeReward(sandbox=sandbox, tests_column='checks')
     with pytest.raises(ValueError, match="the code reward needs the tests column 'checks', got columns \\['tests'\\]; .*tests_column="):
-        reward(['p'], ['x'], tests=[ADD_TESTS])
+        reward(completions=['x'], tests=[ADD_TESTS])
     with pytest.raises(ValueError, match="column 'checks' must be a list aligned with the 2 completions, got list of length 1"):
-        reward(['p'] * 2, ['x', 'y'], checks=[ADD_TESTS])
+        reward(completions=['x', 'y'], checks=[ADD_TESTS])
 
 
 def test_parallel_mix_scores_each_correctly(sandbox):
@@ -228,7 +228,7 @@ def test_parallel_mix_scores_each_correctly(sandbox):
     comps = [fenced(good if i % 2 == 0 else bad) for i in range(8)]
     reward = CodeReward(sandbox=sandbox)
     t0 = time.monotonic()
-    assert reward(['p'] * 8, comps, tests=[ADD_TESTS] * 8) == [1.0, 0.0] * 4
+    assert reward(completions=comps, tests=[ADD_TESTS] * 8) == [1.0, 0.0] * 4
     print(f'\n8 programs (4 loop until the {LIMITS.time_limit}s limit) on 4 slots: {time.monotonic() - t0:.1f}s')
     assert_no_leftovers(sandbox)
 
@@ -277,7 +277,7 @@ def test_trainer_survives_hostile_code_rewards(tmp_path):
         "Map each sampled completion to the next hostile program, then score it in the sandbox."
         comps = [fenced(programs[(len(seen) + i) % len(programs)]) for i in range(len(completions))]
         seen.extend(comps)
-        out = code_reward(prompts, comps, tests=[ADD_TESTS] * len(comps))
+        out = code_reward(completions=comps, tests=[ADD_TESTS] * len(comps))
         seen_reasons.extend(r.reason for r in code_reward.last_results)
         return out
     seen_reasons = []

@@ -170,7 +170,7 @@ def test_modes_covered_counts_and_the_correct_mass_confound():
 class _Fixed(ExactCoverage):
     "ExactCoverage whose walks return given log-probs (to test the averaging and batch metrics by hand)."
     def __init__(self, pis, refs, **kw):
-        super().__init__(_TwoTokens(), [{'prompt': 'x'}, {'prompt': 'xx'}], 3, reward_fn=lambda p, c, **k: [float(y in ('a', 'aa')) for y in c],
+        super().__init__(_TwoTokens(), [{'prompt': 'x'}, {'prompt': 'xx'}], 3, reward_fn=lambda completions, **k: [float(y in ('a', 'aa')) for y in completions],
                          is_correct=lambda row, y: y in ('a', 'aa') if row['prompt'] == 'x' else y == 'a', **kw)
         self._pis, self._refs = pis, refs
     def walk(self, model, temperature=1.0): return self._pis

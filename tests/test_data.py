@@ -7,15 +7,13 @@ import pytest
 from flowrl_nb.data import (BENCHMARKS, FieldMap, MATH_INSTRUCTION, build_prompt, load_benchmark, math_eval_dir, to_record,
                             to_rows)
 
-MATH_EVAL = math_eval_dir()
-needs_data = pytest.mark.skipif(MATH_EVAL is None, reason='the benchmark folder shared/data/math_eval was not found '
-                                                          '(set FLOWRL_NB_MATH_EVAL to its path)')
+MATH_EVAL = math_eval_dir()  # the copy shipped in the repository's data/ folder (and inside the wheel)
 SIZES = {'math500': 500, 'aime24': 30, 'amc23': 40, 'minerva_math': 272, 'olympiadbench': 675, 'gsm8k': 1319}
 
 
-@needs_data
 @pytest.mark.parametrize('name', sorted(SIZES))
 def test_every_file_loads_whole(name):
+    assert (MATH_EVAL / f'{name}.jsonl').is_file() and MATH_EVAL.parts[-2:] in (('data', 'math_eval'), ('_data', 'math_eval'))
     recs = load_benchmark(name)
     assert len(recs) == SIZES[name]
     assert all(set(r) == {'id', 'problem', 'answer', 'solution', 'source'} for r in recs)
@@ -27,7 +25,6 @@ def test_every_file_loads_whole(name):
     else: assert all(r['solution'] is None for r in recs)
 
 
-@needs_data
 def test_field_differences_are_handled():
     assert load_benchmark('gsm8k', limit=1)[0]['answer'] == '18'
     assert load_benchmark('amc23', limit=1)[0]['answer'] == '27'          # 27.0 in the file
@@ -39,13 +36,35 @@ def test_field_differences_are_handled():
     assert all('####' not in r['answer'] and '####' in r['solution'] for r in gsm)
 
 
-@needs_data
 def test_env_override_and_paths(monkeypatch, tmp_path):
     monkeypatch.setenv('FLOWRL_NB_MATH_EVAL', str(MATH_EVAL))
     assert len(load_benchmark('aime24')) == 30
     assert len(load_benchmark(MATH_EVAL / 'aime24.jsonl', limit=5)) == 5
     monkeypatch.setenv('FLOWRL_NB_MATH_EVAL', str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no benchmark 'aime24' in"): load_benchmark('aime24')
+    monkeypatch.setenv('FLOWRL_NB_MATH_EVAL', str(tmp_path / 'nowhere'))
+    with pytest.raises(FileNotFoundError, match='FLOWRL_NB_MATH_EVAL=.* is not a folder'): load_benchmark('aime24')
+
+
+def test_no_benchmark_suggests_a_different_name(tmp_path):
+    with pytest.raises(FileNotFoundError) as e: load_benchmark('gsm8k', data_dir=tmp_path)
+    assert 'did you mean' not in str(e.value) and 'known: none' in str(e.value)
+    with pytest.raises(FileNotFoundError, match='did you mean "gsm8k"'): load_benchmark('gsm8j')
+
+
+def test_nothing_reads_a_shared_folder_beside_the_checkout():
+    "A user's clone has no ../shared: no module, test, tool or notebook source may reach for it (saved outputs aside)."
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    files = [p for d in ('flowrl_nb', 'tools', 'nbs', 'bench', '.ci') for p in (root / d).rglob('*') if p.is_file()]
+    hits = []
+    for p in files + [root / 'setup.py']:
+        if p.suffix == '.ipynb':
+            texts = [''.join(c['source']) for c in json.loads(p.read_text(encoding='utf-8'))['cells']]
+        elif p.suffix in ('.py', '.sh', '.yml', '.yaml', '') and '__pycache__' not in p.parts: texts = [p.read_text(encoding='utf-8', errors='replace')]
+        else: continue
+        hits += [str(p.relative_to(root)) for t in texts if '../shared' in t or 'shared/data' in t]
+    assert not hits, hits
 
 
 def test_missing_field_names_the_field_and_line(tmp_path):
@@ -65,13 +84,17 @@ def test_missing_field_names_the_field_and_line(tmp_path):
 
 def test_hf_name_fails_clearly_offline(monkeypatch):
     monkeypatch.setitem(sys.modules, 'datasets', None)      # as if not installed
-    with pytest.raises(ImportError, match='pip install datasets'): load_benchmark('HuggingFaceH4/MATH-500')
+    with pytest.raises(ImportError, match=r'pip install "flowrl_nb\[data\]"'): load_benchmark('HuggingFaceH4/MATH-500')
     fake = types.ModuleType('datasets')
     def load_dataset(*a, **k): raise ConnectionError('hub unreachable')
     fake.load_dataset = load_dataset
     monkeypatch.setitem(sys.modules, 'datasets', fake)
-    with pytest.raises(RuntimeError, match=r"could not load the Hugging Face dataset 'HuggingFaceH4/MATH-500'.*Offline\?"):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with pytest.raises(RuntimeError, match=r"could not load the Hugging Face dataset 'HuggingFaceH4/MATH-500'.*the hub is "
+                                           r"switched off.*use a shipped benchmark by name"):
         load_benchmark('HuggingFaceH4/MATH-500')
+    monkeypatch.delenv('HF_HUB_OFFLINE'); monkeypatch.delenv('HF_DATASETS_OFFLINE', raising=False)
+    with pytest.raises(RuntimeError, match='ConnectionError: hub unreachable'): load_benchmark('HuggingFaceH4/MATH-500')
 
 
 def test_hf_rows_are_mapped(monkeypatch):

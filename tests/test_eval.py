@@ -10,7 +10,6 @@ from hypothesis import given, settings, strategies as st
 pytest.importorskip('math_verify', reason='evaluation needs math-verify: pip install flowrl_nb[math]')
 from flowrl_nb.eval import (FixedCompletions, distinct_answers, distinct_n, embedding_diversity, evaluate, pass_at_k,
                             results_table, sentence_embedder)
-from flowrl_nb.data import math_eval_dir
 from flowrl_nb.math_reward import MathVerifier
 
 
@@ -91,7 +90,6 @@ def test_no_answer_and_wrong_answers(verifier):
     assert res.summary['distinct_answers'] == 1.0 and res.summary['embedding_diversity'] == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.skipif(math_eval_dir() is None, reason='the benchmark folder shared/data/math_eval was not found')
 def test_tiny_model_end_to_end(tmp_path, verifier):
     torch.set_num_threads(1)
     res = evaluate('tiny', 'math500', limit=2, n=3, max_new_tokens=5, verifier=verifier, run_dir=tmp_path, progress=False)

@@ -12,8 +12,6 @@ from flowrl_nb.math_reward import (MathReward, MathVerifier, extract_answer, las
 from flowrl_nb.data import load_benchmark, math_eval_dir
 
 MATH_EVAL = math_eval_dir()
-needs_data = pytest.mark.skipif(MATH_EVAL is None, reason='the benchmark folder shared/data/math_eval was not found '
-                                                          '(set FLOWRL_NB_MATH_EVAL to its path)')
 
 
 # ---------------------------------------------------------------- extraction
@@ -34,7 +32,7 @@ def test_extraction_priorities():
     assert extract_answer('Answer: 3\n#### 4') == '4'                   # the marker beats a free-text answer
     assert extract_answer('The answer is: $x^2$.') == 'x^2'
     assert extract_answer(None) is None
-    assert math_format_reward(['p'] * 3, [r'\boxed{1}', r'\boxed{', 'Answer: 1']) == [1.0, 0.0, 0.0]
+    assert math_format_reward(completions=[r'\boxed{1}', r'\boxed{', 'Answer: 1']) == [1.0, 0.0, 0.0]
 
 
 # ---------------------------------------------------------------- the pool's limits
@@ -45,7 +43,7 @@ def test_timeout_from_background_thread_is_counted_not_raised():
     reward = MathReward(incorrect=-1.0, timeout=1.0, workers=2)
     out = {}
     comps = [PATHOLOGICAL, r'\boxed{2}', PATHOLOGICAL, r'\boxed{\frac{4}{2}}']
-    th = threading.Thread(target=lambda: out.update(r=reward(['p'] * 4, comps, answer=['2'] * 4)))
+    th = threading.Thread(target=lambda: out.update(r=reward(completions=comps, answer=['2'] * 4)))
     t0 = time.monotonic(); th.start(); th.join(60)
     assert not th.is_alive()
     assert out['r'] == [-1.0, 1.0, -1.0, 1.0]
@@ -84,9 +82,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='golds has 1 entries but answers has 2'): MathVerifier().check(['1'], ['1', '2'])
     reward = MathReward(workers=1)
     with pytest.raises(ValueError, match="needs the gold answer column 'answer', got columns \\['target'\\]; .*answer_column="):
-        reward(['q'], ['1'], target=['1'])
+        reward(completions=['1'], target=['1'])
     with pytest.raises(ValueError, match="column 'answer' must be a list aligned with the 2 completions, got list of length 1"):
-        reward(['q'] * 2, ['1', '2'], answer=['1'])
+        reward(completions=['1', '2'], answer=['1'])
     reward.close()
 
 
@@ -149,7 +147,6 @@ def verifier():
     v.close()
 
 
-@needs_data
 @pytest.mark.parametrize('name', ['math500', 'gsm8k', 'minerva_math', 'aime24', 'amc23', 'olympiadbench'])
 def test_reference_solutions_verify_and_perturbed_ones_do_not(name, verifier):
     recs = load_benchmark(name)

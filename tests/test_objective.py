@@ -288,7 +288,7 @@ ERRORS = [
     (_grpo, dict(mask=torch.tensor([[0., 0., 0.], [1., 1., 1.]])), 'mask row 0 is all zeros'),
     (_grpo, dict(ref_logp=torch.zeros(2, 2)), 'ref_logp has shape (2, 2) but mask has shape (2, 3)'),
     (_rpp_adv, dict(rewards=torch.zeros(3)), 'rewards has shape (3,) but must be (B,) = (2,)'),
-    (_rpp_adv, dict(rewards=torch.tensor([0., float('nan')])), 'rewards has NaN or Inf'),
+    (_rpp_adv, dict(rewards=torch.tensor([0., float('inf')])), 'rewards has Inf at 1 position(s)'),  # NaN = unscorable: allowed
     (_rpp_adv, dict(kl_coef=-1.0), 'kl_coef must be a number ≥ 0, got -1.0'),
     (_rpp_adv, dict(eps=0.0), 'eps must be a number > 0, got 0.0'),
     (_rpp_adv, dict(ref_logp=nan_at_01), 'ref_logp has NaN or Inf at 1 position(s) where mask is 1'),
@@ -306,7 +306,7 @@ ERRORS = [
     (lambda **kw: group_advantages(**{'rewards': torch.ones(8), 'group_size': 4, **kw}),
      dict(rewards=torch.ones(2, 4)), 'rewards has shape (2, 4) but must be (B,)'),
     (lambda **kw: group_advantages(**{'rewards': torch.ones(8), 'group_size': 4, **kw}),
-     dict(rewards=torch.tensor([1., float('nan'), 0., 0.])), 'rewards has NaN or Inf at 1 position(s), first at index 1'),
+     dict(rewards=torch.tensor([1., float('-inf'), 0., 0.])), 'rewards has Inf at 1 position(s), first at index 1'),
     (lambda **kw: group_advantages(**{'rewards': torch.ones(8), 'group_size': 4, **kw}), dict(eps=-1e-6),
      'eps must be a number > 0, got -1e-06'),
 ]

@@ -74,6 +74,8 @@ def test_wheel_contents(dist):
         entry = z.read(next(n for n in names if n.endswith('.dist-info/entry_points.txt'))).decode()
     for f in ('model.safetensors', 'config.json', 'tokenizer.json', 'tokenizer_config.json'):
         assert f'flowrl_nb/_data/tiny-digits/{f}' in names, f'{f} of the tiny model is not in the wheel'
+    for f in sorted(p.name for p in (ROOT / 'data' / 'math_eval').iterdir()):  # the benchmarks, their README and licence
+        assert f'flowrl_nb/_data/math_eval/{f}' in names, f'data/math_eval/{f} is not in the wheel'
     assert 'flowrl_nb/__init__.py' in names and 'flowrl_nb/cli.py' in names
     assert re.search(rf'^Version: {re.escape(VERSION)}$', meta, re.M)
     assert 'flowrl_nb = flowrl_nb.cli:main' in entry
@@ -101,6 +103,8 @@ def test_installed_outside_the_repository(installed, tmp_path):
             'print(flowrl_nb.__version__); print(flowrl_nb.__file__); print(data_path("tiny-digits", "config.json"))\n'
             'print(tiny_model_path())\n'
             'import flowrl_nb.data; assert flowrl_nb.data.__file__.endswith("data.py")  # the module, not the data folder\n'
+            'from flowrl_nb.data import load_benchmark, math_eval_dir\n'
+            'assert len(load_benchmark("gsm8k")) == 1319 and str(math_eval_dir()).startswith(flowrl_nb.__file__.rsplit("/", 1)[0])\n'
             f'print(sorted(m for m in {OPTIONAL!r} if m in sys.modules))')
     version, where, data, tiny, optional = run([py, '-c', code], tmp_path).strip().splitlines()
     site = str(installed.parent)

@@ -1,10 +1,11 @@
-"""flowrl_nb.task: the digit-sum task against brute force, and reward plumbing that survives broken reward functions."""
+"""flowrl_nb.task: the digit-sum task against brute force; the shared column check of the reward functions."""
 import itertools, math, warnings
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from flowrl_nb.task import DigitSumTask, RewardFunctions, aligned_column, task_from_config
+from flowrl_nb.task import DigitSumTask, task_from_config
+from flowrl_nb.rewards import aligned_column
 
 
 def brute_force_correct(t, max_digits):
@@ -35,14 +36,14 @@ def test_reward_is_exactly_is_correct_over_the_whole_space():
     task = DigitSumTask()
     space = [''.join(p) for n in range(0, 5) for p in itertools.product('0123456789S', repeat=n)]
     for t in (5, 13, 18):
-        r = task.reward([task.prompt(t)] * len(space), space, target=[t] * len(space))
+        r = task.reward(completions=space, target=[t] * len(space))
         assert r == [float(c != '' and len(c) <= 3 and c.isdigit() and sum(map(int, c)) == t) for c in space]
 
 
 def test_partial_credit():
     task = DigitSumTask(partial_credit=True)
     comps = ['94', '93', '9', '0', '995', '999', '99999', '9a', '', ' 4']
-    assert task.reward(['S=13:'] * len(comps), comps, target=[13] * len(comps)) == pytest.approx(
+    assert task.reward(completions=comps, target=[13] * len(comps)) == pytest.approx(
         [1.0, 1 - 1 / 13, 1 - 4 / 13, 0.0, 1 - 10 / 13, 0.0, 0.0, 0.0, 0.0, 0.0])  # '999': |27-13|/13 > 1 -> clipped
     assert not task.is_correct(13, '93')
 
@@ -68,67 +69,6 @@ def test_rows_seeded_and_config():
         task_from_config({'task_max_digits': 1})
 
 
-# ---------------------------------------------------------------- reward plumbing
-TASK = DigitSumTask()
-PROMPTS, COMPS, TARGETS = ['S=5:', 'S=13:', 'S=6:', 'S=7:'], ['5', '94', '7', '16'], [5, 13, 6, 7]
-
-
-def raising(prompts, completions, **kw): raise RuntimeError('reward server down')
-def nan_second(prompts, completions, **kw): return [math.nan if i == 1 else 1.0 for i in range(len(completions))]
-def inf_and_text(prompts, completions, **kw): return [math.inf, 'oops', 1.0, None]
-def wrong_length(prompts, completions, **kw): return [1.0] * (len(completions) + 1)
-def not_a_list(prompts, completions, **kw): return 1.0
-
-
-@pytest.mark.parametrize('bad, affected, per_call', [
-    (raising, [0, 1, 2, 3], 4), (nan_second, [1], 1), (inf_and_text, [0, 1, 3], 2),
-    (wrong_length, [0, 1, 2, 3], 4), (not_a_list, [0, 1, 2, 3], 4)])
-def test_bad_reward_function_gives_zeros_counts_and_warns_once(bad, affected, per_call):
-    rf = RewardFunctions([TASK.reward, bad], weights=[1.0, 0.5])
-    good = TASK.reward(PROMPTS, COMPS, target=TARGETS)
-    assert good == [1.0, 1.0, 0.0, 1.0]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        for call in range(3):
-            r, info = rf(PROMPTS, COMPS, target=TARGETS)
-            expect = [g + (0.0 if i in affected else 0.5) for i, g in enumerate(good)]
-            assert r == expect
-            assert info['reward/errors'] == per_call
-            assert info['reward/errors_total'] == per_call * (call + 1) == rf.errors
-            assert all(math.isfinite(v) for v in r)
-    assert len(caught) == 1 and issubclass(caught[0].category, RuntimeWarning)
-    assert bad.__name__ in str(caught[0].message)
-    if bad is raising: assert 'Traceback' in str(caught[0].message) and 'reward server down' in str(caught[0].message)
-    assert rf.calls == 3 and rf.last_values[bad.__name__] == [0.0 if i in affected else 1.0 for i in range(4)]
-
-
-def test_none_means_not_applicable():
-    rf = RewardFunctions([lambda p, c, **k: [None, 2.0, None, None]])
-    r, info = rf(PROMPTS, COMPS, target=TARGETS)
-    assert r == [0.0, 2.0, 0.0, 0.0] and info['reward/errors'] == 0 and info['reward/lambda'] == 0.5
-
-
-def test_metrics_and_weights():
-    def length(prompts, completions, **kw): return [float(len(c)) for c in completions]
-    rf = RewardFunctions({'acc': TASK.reward, 'len': length}, weights=[2, -0.25])
-    r, info = rf(PROMPTS, COMPS, target=TARGETS)
-    assert r == pytest.approx([2 - 0.25, 2 - 0.5, -0.25, 2 - 0.5])
-    assert info == {'reward/acc': 0.75, 'reward/len': 1.5, 'reward/errors': 0, 'reward/errors_total': 0}
-
-
-def test_caller_errors_raise():
-    rf = RewardFunctions(TASK.reward)
-    with pytest.raises(ValueError, match='prompts has 3 entries but there are 4 completions'):
-        rf(PROMPTS[:3], COMPS, target=TARGETS)
-    with pytest.raises(ValueError, match="column 'target' must be a list aligned with the 4 completions"):
-        rf(PROMPTS, COMPS, target=TARGETS[:2])
-    with pytest.raises(ValueError, match='fns\\[0\\] must be callable'):
-        RewardFunctions(['digit_sum'])
-    with pytest.raises(ValueError, match='weights must have one entry per reward function \\(2\\), got 1'):
-        RewardFunctions([TASK.reward, raising], weights=[1.0])
-    assert rf.errors == 0
-
-
 def test_aligned_column():
     assert aligned_column({'answer': ('a', 'b'), 'x': 1}, 'answer', 2, 'math') == ['a', 'b']
     with pytest.raises(ValueError, match=r"the math reward needs the gold answer column 'answer', got columns \['target'\]; "
@@ -142,4 +82,4 @@ def test_aligned_column():
     for bad, got in (('12', 'str of length 2'), (b'12', 'bytes of length 2'), (7, 'int;')):
         with pytest.raises(ValueError, match=got): aligned_column({'c': bad}, 'c', 2, 'r')
     with pytest.raises(ValueError, match="the digit_sum reward: column 'target' must be a list aligned with the 4 completions"):
-        TASK.reward(PROMPTS, COMPS, target=TARGETS[:3])
+        DigitSumTask().reward(completions=['5', '94', '7', '16'], target=[5, 13, 6])

@@ -1,5 +1,5 @@
 "End-to-end trainer tests on the built-in tiny model (CPU)."
-import json, os, signal, subprocess, sys, textwrap, time
+import json, math, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest, torch
 from flowrl_nb.config import FlowRLConfig
@@ -101,18 +101,30 @@ def test_background_run_pause_resume_stop(tmp_path):
     tr.stop()
 
 
-def test_raising_reward_function_does_not_stop_training(tmp_path):
+def test_reward_function_failing_after_the_first_batch_does_not_stop_training(tmp_path):
     calls = []
-    def flaky(prompts, completions, **kw):
+    def flaky(completions, **kw):  # fine on the first batch, then its server goes down
         calls.append(1)
-        raise RuntimeError('reward server down')
-    def good(prompts, completions, target, **kw):
+        if len(calls) > 1: raise RuntimeError('reward server down')
+        return [0.0] * len(completions)
+    def good(completions, target, **kw):
         return [1.0] * len(completions)
     tr = Trainer(cfg(tmp_path, save_steps=0), reward_funcs=[flaky, good])
-    with pytest.warns(Warning):
-        hist = tr.train(2)
-    assert len(calls) == 2
-    assert all(m['reward/errors'] > 0 for m in hist)
+    with pytest.warns(RuntimeWarning, match='reward server down'):
+        hist = tr.train(3)
+    assert len(calls) == 3
+    assert [m['reward/errors'] for m in hist] == [0, 16, 16] and all(m['reward/mean'] == 1.0 for m in hist)
+
+
+def test_reward_function_failing_on_the_first_batch_stops_before_any_update(tmp_path):
+    from flowrl_nb.rewards import RewardError
+    def reward_len(prompts, completions): return [-abs(20 - len(c)) for c in completions]  # no **kwargs
+    tr = Trainer(cfg(tmp_path, save_steps=0), reward_funcs=[reward_len])
+    before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
+    with pytest.raises(RewardError, match=r"reward function 'reward_len' cannot score the first batch(.|\n)*unexpected keyword"):
+        tr.train(2)
+    assert tr.opt_steps == 0 and tr.step_count == 0 and tr.status == 'failed'
+    assert all(torch.equal(p, before[n]) for n, p in tr.model.named_parameters() if p.requires_grad)
 
 
 def test_invalid_config_is_refused():
@@ -207,3 +219,75 @@ def test_new_run_in_a_used_directory_sets_the_old_one_aside(tmp_path):
     second.train(1)
     assert [m['step'] for m in load_run(tmp_path / 'run').metrics] == [1]  # the new log holds only the new run
     assert Trainer.resume(moved).step_count == 2                          # the old run can still be continued
+
+
+def test_logging_steps_thins_the_log_but_keeps_measured_and_last_steps(tmp_path):
+    c = cfg(tmp_path, logging_steps=3, max_steps=7, coverage_steps=2, save_steps=0, task_max_digits=2, max_completion_length=3)
+    tr = Trainer(c)
+    hist = tr.train()
+    assert len(hist) == 7  # every step still runs and returns its metrics
+    steps = [m['step'] for m in load_run(tr.run_dir).metrics]
+    assert steps == [2, 3, 4, 6, 7]  # 3, 6: every 3rd; 2, 4, 6: coverage measured; 7: the last
+    assert all('coverage/correct_mass' in m for m in load_run(tr.run_dir).metrics if m['step'] % 2 == 0)
+    # a run stopped between logged steps still logs the step it stopped at
+    tr2 = Trainer(cfg(tmp_path, 'b', logging_steps=5, max_steps=9, save_steps=0))
+    tr2.train(2)
+    assert [m['step'] for m in load_run(tr2.run_dir).metrics] == [2]
+
+
+class CountingEngine:
+    "The HF engine, counting sync_weights calls (an engine with its own weights must hear of every update)."
+    def __init__(self, inner): self.inner, self.syncs = inner, 0
+    logprobs_match_policy = property(lambda self: self.inner.logprobs_match_policy)
+    eos_token_ids = property(lambda self: self.inner.eos_token_ids)
+    def generate(self, *a, **k): return self.inner.generate(*a, **k)
+    def sync_weights(self, model): self.syncs += 1
+
+
+def test_sync_weights_is_called_after_every_optimizer_phase_and_after_resume(tmp_path):
+    from flowrl_nb.rollout import HFRolloutEngine, RolloutEngine
+    tr = Trainer(cfg(tmp_path, save_steps=2))
+    tr.engine = eng = CountingEngine(tr.engine)
+    assert isinstance(eng, RolloutEngine)
+    tr.train(3)
+    assert eng.syncs == 3
+    tr.load_checkpoint(tr.run_dir / 'checkpoints' / 'step-000002')
+    assert eng.syncs == 4
+    class NoSync:
+        def generate(self, *a, **k): pass
+    with pytest.raises(TypeError, match='lacks sync_weights, logprobs_match_policy, eos_token_ids'):
+        Trainer(cfg(tmp_path, 'c'), engine=NoSync())
+
+
+@pytest.mark.parametrize('unit, expect', [('rollout_step', [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]),
+                                          ('optimizer_step', [1/3, 2/3, 1.0, 1.0, 1.0, 1.0])])
+def test_warmup_units(tmp_path, unit, expect):
+    "W = 2 with 2 mini-batches: the released schedule trains the first rollout batch at lr 0, then lr × b/W."
+    lrs = []
+    tr = Trainer(cfg(tmp_path, warmup_steps=2, warmup_unit=unit, save_steps=0, learning_rate=1e-3))
+    step = tr.optimizer.step
+    tr.optimizer.step = lambda *a, **k: (lrs.append(tr.optimizer.param_groups[0]['lr']), step(*a, **k))[1]
+    hist = tr.train(3)
+    assert lrs == pytest.approx([1e-3 * f for f in expect])
+    assert [m['optim/lr'] for m in hist] == pytest.approx([1e-3 * f for f in expect[::2]])
+
+
+def test_loss_agg_applies_to_reinforce_pp(tmp_path):
+    a = Trainer(cfg(tmp_path, 'a', algorithm='reinforce_pp', save_steps=0)).train(2)
+    b = Trainer(cfg(tmp_path, 'b', algorithm='reinforce_pp', save_steps=0, loss_agg='seq_mean_token_mean')).train(2)
+    assert a[0]['reward/mean'] == b[0]['reward/mean']          # the same first batch (same seed) ...
+    assert a[0]['final_loss'] != b[0]['final_loss']            # ... aggregated differently
+
+
+def test_unscorable_samples_are_left_out_of_the_update(tmp_path):
+    "A reward that returns None for some samples (TRL: not applicable) trains on the others only; all None: no update."
+    def half(completions, **kw): return [None if i % 2 else 1.0 * (len(c) == 2) for i, c in enumerate(completions)]
+    tr = Trainer(cfg(tmp_path, save_steps=0), reward_funcs=[half])
+    with pytest.warns(RuntimeWarning, match='got no value from any reward function'):
+        m = tr.train_step()
+    assert m['reward/unscorable'] == 8 and tr.opt_steps == 2 and math.isfinite(m['final_loss'])
+    assert sum(math.isnan(r) for r in tr.last_batch['rewards']) == 8
+    none = Trainer(cfg(tmp_path, 'b', save_steps=0), reward_funcs=[lambda completions, **kw: [None] * len(completions)])
+    with pytest.warns(RuntimeWarning):
+        m = none.train_step()
+    assert m['reward/unscorable'] == 16 and none.opt_steps == 0 and m['reward/mean'] is None
