@@ -44,9 +44,9 @@ setuptools.setup(
     ] + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
     python_requires='>=' + min_python,
     # data/ (the built-in tiny model and the math benchmarks) ships inside the wheel as flowrl_nb/_data (flowrl_nb.data is a module)
-    packages=setuptools.find_packages(include=['flowrl_nb', 'flowrl_nb.*']) + ['flowrl_nb._data'],
-    package_dir={'flowrl_nb._data': 'data'},
-    package_data={'flowrl_nb._data': ['*', '*/*', '*/*/*']},
+    packages=setuptools.find_packages(include=['flowrl_nb', 'flowrl_nb.*']) + ['flowrl_nb._data', 'flowrl_nb._data.math_eval'],
+    package_dir={'flowrl_nb._data': 'data', 'flowrl_nb._data.math_eval': 'data/math_eval'},
+    package_data={'flowrl_nb._data': ['*', '*/*', '*/*/*'], 'flowrl_nb._data.math_eval': ['*']},
     install_requires=reqs,
     extras_require=extras,
     zip_safe=False,
