@@ -8,7 +8,7 @@ import argparse, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['build_config', 'cmd_train', 'cmd_compare', 'cmd_demo', 'cmd_sweep', 'make_parser', 'main']
+__all__ = ['EXIT_SIGNAL', 'build_config', 'cmd_train', 'cmd_compare', 'cmd_demo', 'cmd_sweep', 'make_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #a3f3df17
 def build_config(config_path=None, sets=(), base=None):
@@ -30,12 +30,33 @@ def build_config(config_path=None, sets=(), base=None):
 # %% ../nbs/10_cli.ipynb #0cd9b92f
 def _summary(trainer, hist, seconds) -> str:
     first, last = hist[0], hist[-1]
+    f = lambda v: 'n/a' if v is None else f'{v:.3f}'
     return (f'done: {trainer.config.algorithm}, {len(hist)} steps in {seconds:.1f}s, '
-            f'reward {first["reward/mean"]:.3f} -> {last["reward/mean"]:.3f}, '
+            f'reward {f(first["reward/mean"])} -> {f(last["reward/mean"])}, '
             f'checkpoint {trainer.last_checkpoint}, metrics {trainer.run_dir / "metrics.jsonl"}')
 
+EXIT_SIGNAL = {'SIGINT': 130, 'SIGTERM': 143}  # 128 + the signal number, as shells report them
+
+class _StopOnSignal:
+    "While active: SIGINT or SIGTERM asks the trainer to stop after its current step (a second one stops at once)."
+    def __init__(self, trainer): self.trainer, self.got = trainer, None
+    def __enter__(self):
+        import signal
+        self.old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+    def _handle(self, signum, frame):
+        import signal
+        if self.got is not None: raise KeyboardInterrupt  # a second signal: stop now, mid-step
+        self.got = signal.Signals(signum).name
+        self.trainer.stop(wait=False)
+        print(f'\n{self.got}: stopping after the current step and saving a checkpoint (send it again to stop at once)',
+              file=sys.stderr, flush=True)
+    def __exit__(self, *exc):
+        import signal
+        for s, h in self.old.items(): signal.signal(s, h)
+
 def cmd_train(args):
-    "Train with a config; print the run directory first and a one-line summary last."
+    "Train with a config; print the run directory first and a one-line summary last; exit 130/143 after SIGINT/SIGTERM."
     from flowrl_nb.trainer import Trainer
     if args.resume:
         trainer = Trainer.resume(args.resume)
@@ -45,7 +66,12 @@ def cmd_train(args):
         trainer = Trainer(cfg)
         print(f'run directory: {trainer.run_dir}', flush=True)
     t0 = time.time()
-    hist = trainer.train(args.steps)
+    with _StopOnSignal(trainer) as sig: hist = trainer.train(args.steps)
+    if sig.got is not None or trainer.status == 'interrupted':
+        name = sig.got or 'SIGINT'
+        print(f'interrupted by {name} at step {trainer.step_count}; checkpoint {trainer.last_checkpoint}. Continue with: '
+              f'flowrl_nb train --resume {trainer.run_dir}', file=sys.stderr, flush=True)
+        return EXIT_SIGNAL[name]
     if not hist: print('nothing to do: the run is already at max_steps'); return 0
     print(_summary(trainer, hist, time.time() - t0), flush=True)
     return 0
@@ -94,6 +120,13 @@ def cmd_sweep(args):
     return 0
 
 # %% ../nbs/10_cli.ipynb #fee01175
+def _positive_int(s:str) -> int:
+    "argparse type: a whole number >= 1, with a message that says so."
+    try: v = int(s)
+    except ValueError: v = None
+    if v is None or v < 1: raise argparse.ArgumentTypeError(f'must be a whole number >= 1, got {s!r}')
+    return v
+
 def make_parser():
     from flowrl_nb import __version__
     p = argparse.ArgumentParser(prog='flowrl_nb', description='FlowRL, GRPO and REINFORCE++ for LLMs, from notebooks or the shell.')
@@ -102,7 +135,7 @@ def make_parser():
     t = sub.add_parser('train', help='train a policy (default: the built-in tiny model on the digit-sum task, on CPU)')
     t.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields')
     t.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable)')
-    t.add_argument('--steps', type=int, help='number of steps to run (default: up to max_steps)')
+    t.add_argument('--steps', type=_positive_int, help='number of steps to run (default: up to max_steps)')
     t.add_argument('--resume', metavar='RUN_DIR', help='continue a run from its last checkpoint')
     t.set_defaults(func=cmd_train)
     algos = ('flowrl', 'grpo', 'reinforce_pp')  # = flowrl_nb.config.ALGORITHMS (not imported: the CLI starts light)
@@ -113,7 +146,7 @@ def make_parser():
         c.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable)')
         c.add_argument('--algos', nargs='+', choices=algos, default=list(algos), metavar='ALGO',
                        help=f'algorithms to run, from {", ".join(algos)} (default: all)')
-        c.add_argument('--steps', type=int, help='steps per algorithm (default: the config\'s max_steps)')
+        c.add_argument('--steps', type=_positive_int, help='steps per algorithm (default: the config\'s max_steps)')
         c.add_argument('--threads', type=int, default=1 if name == 'demo' else None,
                        help='torch CPU threads' + (' (default 1: fastest and steadiest for the tiny model on a shared CPU)'
                                                    if name == 'demo' else ' (default: torch\'s own choice)'))
@@ -130,7 +163,7 @@ def make_parser():
                    help=f'algorithms swept over the values, from {", ".join(algos)} (default: flowrl)')
     w.add_argument('--refs', nargs='*', choices=algos, default=['grpo', 'reinforce_pp'], metavar='ALGO',
                    help='reference algorithms run once at the base config (default: grpo reinforce_pp; --refs alone: none)')
-    w.add_argument('--steps', type=int, help='steps per run (default: the config\'s max_steps)')
+    w.add_argument('--steps', type=_positive_int, help='steps per run (default: the config\'s max_steps)')
     w.add_argument('--threads', type=int, default=1, help='torch CPU threads per process (default 1)')
     w.add_argument('--workers', type=int, help='runs trained side by side (default: one per CPU core on CPU, 1 on a GPU)')
     w.add_argument('--out', default='runs/sweep', help='output directory (default: runs/sweep)')
@@ -140,7 +173,14 @@ def make_parser():
 def main(argv=None):
     "Entry point of the `flowrl_nb` console script."
     args = make_parser().parse_args(argv)
+    from flowrl_nb.core import RunError
     try: return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # a value or file the user can fix
         print(f'flowrl_nb {args.command}: error: {e}', file=sys.stderr)
         return 2
+    except RunError as e:  # the run started and ended abnormally (non-finite steps, ...)
+        print(f'flowrl_nb {args.command}: the run failed: {e}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f'flowrl_nb {args.command}: interrupted', file=sys.stderr)
+        return 130

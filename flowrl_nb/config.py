@@ -39,8 +39,9 @@ def _interval(lo=None, hi=None, lo_open=False, hi_open=False):
     def check(name, v):
         ok = (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
         if ok: return
-        if hi is None: rng = f'{">" if lo_open else ">="} {lo}'
-        else: rng = f'in {"(" if lo_open else "["}{lo}, {hi}{")" if hi_open else "]"}'
+        f = lambda x: str(x) if isinstance(x, int) else f'{x:g}'
+        if hi is None: rng = f'{">" if lo_open else ">="} {f(lo)}'
+        else: rng = f'in {"(" if lo_open else "["}{f(lo)}, {f(hi)}{")" if hi_open else "]"}'
         raise ValueError(f'{name} must be {rng}, got {v!r}')
     return check
 
@@ -68,15 +69,19 @@ _at_least_1, _prob = _interval(1), _interval(0, 1, hi_open=True)
 
 FIELD_CHECKS = dict(
     algorithm=_choice(ALGORITHMS), model_name_or_path=_non_empty, quantization=_choice(QUANTIZATIONS),
-    torch_dtype=_choice(TORCH_DTYPES), lora_r=_at_least_1, lora_alpha=_at_least_1, lora_dropout=_prob,
+    torch_dtype=_choice(TORCH_DTYPES), lora_r=_interval(1, 4096), lora_alpha=_interval(1, 1e5), lora_dropout=_prob,
     lora_target_modules=_module_names,
-    beta=_nonneg, learning_rate=_pos, z_learning_rate=_nonneg, weight_decay=_nonneg, warmup_steps=_nonneg, warmup_unit=_choice(WARMUP_UNITS),
-    max_grad_norm=_pos, adam_beta1=_prob, adam_beta2=_prob,
+    beta=_interval(0, 1e4), learning_rate=_interval(0, 1, lo_open=True), z_learning_rate=_interval(0, 10),
+    weight_decay=_interval(0, 10), warmup_steps=_nonneg, warmup_unit=_choice(WARMUP_UNITS),
+    max_grad_norm=_interval(0, 1e6, lo_open=True), adam_beta1=_prob, adam_beta2=_prob,
     reward_form=_choice(REWARD_FORMS), length_norm=_choice(LENGTH_NORMS),
-    is_mode=_choice(IS_MODES), is_cap=_pos, epsilon=_unit_open, epsilon_high=_pos, tis_cap=_optional(_pos),
-    kl_coef=_nonneg, reinforce_pp_kl_coef=_nonneg, loss_agg=_choice(LOSS_AGGS),
-    num_generations=_at_least_1, prompts_per_step=_at_least_1, num_mini_batches=_at_least_1, max_steps=_at_least_1,
-    max_prompt_length=_at_least_1, max_completion_length=_at_least_1, temperature=_pos,
+    is_mode=_choice(IS_MODES), is_cap=_interval(0, 1e6, lo_open=True), epsilon=_unit_open,
+    epsilon_high=_interval(0, 10, lo_open=True), tis_cap=_optional(_interval(0, 1e6, lo_open=True)),
+    kl_coef=_interval(0, 1e3), reinforce_pp_kl_coef=_interval(0, 1e3), loss_agg=_choice(LOSS_AGGS),
+    num_generations=_interval(1, 4096), prompts_per_step=_at_least_1, num_mini_batches=_at_least_1, max_steps=_at_least_1,
+    max_prompt_length=_at_least_1, max_completion_length=_at_least_1, temperature=_interval(1e-3, 100),
+    reward_incorrect=_interval(-1e6, 1e6), reward_timeout=_interval(0, 1e6, lo_open=True),
+    max_reward_error_batches=_at_least_1,
     top_p=_interval(0, 1, lo_open=True), rollout_engine=_choice(ROLLOUT_ENGINES),
     train_file=_optional(_non_empty), reward=_choice(REWARDS), eval_file=_optional(_non_empty),
     eval_steps=_nonneg, eval_n=_at_least_1, eval_limit=_optional(_at_least_1),
@@ -222,6 +227,8 @@ class FlowRLConfig:
     train_file:str|None=None # prompts from a benchmark file or name (flowrl_nb.data.load_benchmark), e.g. gsm8k
     reward:str='task' # task: the task's own reward | math: verified final answers (flowrl_nb.math_reward)
     reward_incorrect:float=0.0 # reward of a wrong answer for reward="math" (the paper uses ±1: set -1)
+    reward_timeout:float=600.0 # seconds all reward functions together may take on one batch; beyond, the batch's rewards count as errors
+    max_reward_error_batches:int=3 # consecutive batches whose every sample failed in every reward function that stop the run
     eval_file:str|None=None # held-out benchmark evaluated every eval_steps (flowrl_nb.eval.evaluate)
     eval_steps:int=0 # evaluate every N steps; 0 = never
     eval_n:int=4 # samples per problem in periodic evaluation (avg@n, pass@k)
@@ -316,14 +323,23 @@ def from_dict(cls:FlowRLConfig, d:Mapping|None): # field name -> value; None (an
 
 @patch(cls_method=True)
 def from_yaml(cls:FlowRLConfig, src): # a path to a .yaml file, or YAML text
-    "A validated config from a YAML file or YAML text."
+    "A validated config from a YAML file or YAML text; a syntax error names the file and line."
     is_path = isinstance(src, Path) or ('\n' not in src and (_is_file(src) or Path(src).suffix in ('.yaml', '.yml')))
-    return cls.from_dict(yaml.safe_load(Path(src).read_text() if is_path else src))
+    where = str(src) if is_path else 'the YAML text'
+    try: d = yaml.safe_load(Path(src).read_text() if is_path else src)
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        at = f' line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''
+        raise ValueError(f'{where}:{at}: not valid YAML ({getattr(e, "problem", None) or e}); fix that line') from None
+    return cls.from_dict(d)
 
 @patch(cls_method=True)
 def from_json(cls:FlowRLConfig, path): # a path to a .json file
-    "A validated config from a JSON file."
-    return cls.from_dict(json.loads(Path(path).read_text()))
+    "A validated config from a JSON file; a syntax error names the file and line."
+    try: d = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f'{path}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg}); fix that line') from None
+    return cls.from_dict(d)
 
 @patch
 def to_dict(self:FlowRLConfig) -> dict:

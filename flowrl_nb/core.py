@@ -9,7 +9,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['COLORS', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_dir', 'did_you_mean', 'check_choice',
-           'seed_everything', 'data_path']
+           'RunError', 'seed_everything', 'data_path', 'available_memory']
 
 # %% ../nbs/00_core.ipynb #f1a4ccc3
 def _umask() -> int:
@@ -70,6 +70,9 @@ def check_choice(arg:str, value, choices):
                          f'{did_you_mean(value, choices)}')
     return value
 
+class RunError(RuntimeError):
+    "A run that started and then ended abnormally (the command line exits 1 on it; bad input is a `ValueError`, exit 2)."
+
 # %% ../nbs/00_core.ipynb #4b986bd3
 def seed_everything(seed:int):
     "Seed Python, NumPy and torch (CPU and CUDA) so a run is reproducible on the same machine."
@@ -85,6 +88,18 @@ def data_path(*parts) -> Path:
         if root.joinpath(*parts).exists(): return root.joinpath(*parts)
     raise FileNotFoundError(f'{"/".join(parts)} is not in the flowrl_nb data folder ({here.parent / "data"}); '
                             'reinstall flowrl_nb, or rebuild it with the notebook that creates it')
+
+def available_memory(device) -> int|None:
+    "Bytes free for tensors on `device`: CUDA's free memory, or on a CPU the kernel's MemAvailable; None if unknown."
+    import torch
+    device = torch.device(device)
+    if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'): return int(line.split()[1]) * 1024
+    except OSError: return None
+    return None
 
 # %% ../nbs/00_core.ipynb #449578c5
 COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2')

@@ -9,7 +9,7 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import NamedTuple
 import torch
-from .core import atomic_write_json, check_choice, did_you_mean
+from .core import atomic_write_json, available_memory, check_choice, did_you_mean
 from .config import LORA_TARGETS, QUANTIZATIONS
 from .partition import ProjZ, pool_prompt
 
@@ -137,6 +137,44 @@ def _no_cpu_repacking(model):
     for m in model.modules():
         if isinstance(m, bnb.nn.Linear4bit): m.support_avx512bf16_for_cpu = False
 
+_CAUSAL_SUFFIXES = ('ForCausalLM', 'LMHeadModel', 'ForConditionalGeneration')
+
+def _check_causal_lm(path):
+    "Refuse, before any weight is read, a model whose checkpoint is not a causal language model (BERT, an encoder, a classifier)."
+    from transformers import AutoConfig
+    try: conf = AutoConfig.from_pretrained(path)
+    except Exception as e:
+        raise ValueError(f'could not read the model config in {str(path)!r}: {type(e).__name__}: {e}') from e
+    archs = list(getattr(conf, 'architectures', None) or [])
+    if archs and not any(a.endswith(_CAUSAL_SUFFIXES) for a in archs):
+        raise ValueError(f'{str(path)!r} holds a {", ".join(archs)} ({conf.model_type}), which is not a causal language model: '
+                         f'it would get a newly initialised LM head and generate noise. flowrl_nb trains models that '
+                         f'generate text (an architecture ending in ForCausalLM, e.g. Qwen2ForCausalLM, LlamaForCausalLM)')
+
+def _from_pretrained(cls, path, **kw):
+    "`cls.from_pretrained(path, **kw)`, refusing a checkpoint whose weights cannot be read or are missing (initialised at random)."
+    try: model, info = cls.from_pretrained(path, output_loading_info=True, **kw)
+    except Exception as e:
+        raise ValueError(f'could not load the model weights in {str(path)!r}: {type(e).__name__}: {str(e)[:300]}. Is it a '
+                         f'complete save_pretrained folder (config.json with model.safetensors or pytorch_model.bin)?') from e
+    missing = [k for k in info.get('missing_keys', []) if 'rotary_emb' not in k]
+    if missing:
+        raise ValueError(f'the checkpoint in {str(path)!r} lacks {len(missing)} weight(s) the model needs (first: {missing[0]}); '
+                         f'they would be initialised at random. Is it the right model, saved whole?')
+    return model
+
+def _check_adapter_memory(model, spec:LoraSpec, device:torch.device):
+    "Refuse a LoRA rank whose adapters, gradients and AdamW state cannot fit in the free memory, before they are allocated."
+    if isinstance(spec.target_modules, str): return
+    n = sum((m.in_features + m.out_features) * spec.r for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and name.rsplit('.', 1)[-1] in spec.target_modules)
+    need = n * 4 * 4  # fp32 weights, gradients and the two AdamW moments
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise ValueError(f'lora_r={spec.r} gives {n:,} adapter parameters, which need about {need / 2**30:.1f} GiB with their '
+                         f'gradients and AdamW state, and {device} has {free / 2**30:.1f} GiB free; lower lora_r or '
+                         f'lora_target_modules')
+
 def _check_targets(model, spec:LoraSpec):
     if isinstance(spec.target_modules, str): return
     linear = {n.rsplit('.', 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -166,16 +204,17 @@ def _load_policy(path, spec, quantization, dtype, gradient_checkpointing, device
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from peft import get_peft_model, prepare_model_for_kbit_training
     gc_kwargs = {'use_reentrant': False}
+    _check_causal_lm(path)
     if quantization is None:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        model = _from_pretrained(AutoModelForCausalLM, path, dtype=dtype).to(device)
         if gradient_checkpointing:
             if hasattr(model, 'activation_checkpointing_enable'):  # transformers >= 5.20 renamed it
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
             else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     else:
         bnb_config = _bnb_config(quantization, dtype)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=bnb_config,
-                                                     device_map={'': device.index if device.type == 'cuda' and device.index is not None else str(device)})
+        model = _from_pretrained(AutoModelForCausalLM, path, dtype=dtype, quantization_config=bnb_config,
+                                 device_map={'': device.index if device.type == 'cuda' and device.index is not None else str(device)})
         if device.type == 'cpu' and quantization == '4bit': _no_cpu_repacking(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                 gradient_checkpointing_kwargs=gc_kwargs)
@@ -187,6 +226,7 @@ def _load_policy(path, spec, quantization, dtype, gradient_checkpointing, device
         tokenizer.pad_token = tokenizer.eos_token
     if model.generation_config.pad_token_id is None: model.generation_config.pad_token_id = tokenizer.pad_token_id
     _check_targets(model, spec)
+    _check_adapter_memory(model, spec, device)
     return get_peft_model(model, spec.to_peft()), tokenizer
 
 # %% ../nbs/06_model.ipynb #9420601c

@@ -4,15 +4,16 @@
 
 # %% ../nbs/03a_rewards.ipynb #f408f47a
 from __future__ import annotations
-import asyncio, functools, inspect, math, threading, traceback, warnings
+import asyncio, functools, inspect, math, threading, time, traceback, warnings
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['RESERVED_ARGS', 'is_conversational', 'prompt_text', 'as_completions', 'completion_text', 'aligned_column',
-           'TrainerState', 'check_columns', 'RewardError', 'RewardOutput', 'RewardFunctions']
+__all__ = ['RESERVED_ARGS', 'MAX_REWARD', 'is_conversational', 'prompt_text', 'as_completions', 'completion_text',
+           'aligned_column', 'TrainerState', 'check_columns', 'RewardError', 'RewardTimeout', 'RewardOutput',
+           'RewardFunctions']
 
 # %% ../nbs/03a_rewards.ipynb #a28af8cd
 def is_conversational(prompt) -> bool:
@@ -85,16 +86,23 @@ def check_columns(columns, # dataset column names (the keys of a row)
                          f'({", ".join(RESERVED_ARGS)}); rename them in the rows (the prompt column itself is "prompt")')
 
 # %% ../nbs/03a_rewards.ipynb #a64cd8c8
+MAX_REWARD = 1e8 # a reward beyond ±MAX_REWARD is an error (no objective here survives it in float32: β·r, r², exp)
+
 class RewardError(ValueError):
     "A reward function that cannot be used as it is: wrong signature, wrong length or type, on the first batch it sees."
+
+class RewardTimeout(TimeoutError):
+    "The reward functions of a batch took longer than their time limit."
 
 @dataclass
 class RewardOutput:
     "What `RewardFunctions` returns for one batch."
     rewards:list # combined reward per completion, NaN where no function scored it (unscorable: left out of the update)
     values:dict # function name -> its value per completion (NaN: not applicable or failed)
-    metrics:dict # 'reward/<name>' (mean of the values it gave), 'reward/errors', 'reward/errors_total', 'reward/unscorable', and log_metric scalars
+    metrics:dict # 'reward/<name>' (mean of the values it gave), 'reward/errors', 'reward/errors_total', 'reward/unscorable', 'reward/failed', and log_metric scalars
     extra:dict = field(default_factory=dict) # log_extra columns: name -> one value per completion
+    failed:int = 0 # completions left with no value because reward functions failed on them (not because of None)
+    first_error:str|None = None # 'name: Exception: message' of the batch's first failure
 
     @property
     def scored(self) -> list:
@@ -135,6 +143,7 @@ class RewardFunctions:
     def __init__(self,
                  fns, # a callable, a list of callables, or a dict {metric name: callable}
                  weights=None, # one weight per function (default: all 1.0)
+                 timeout:float|None=None, # seconds all functions together may take on one batch (None: no limit)
                 ):
         if callable(fns) and not isinstance(fns, Mapping): fns = [fns]
         if isinstance(fns, Mapping): names, fns = [str(k) for k in fns], list(fns.values())
@@ -153,11 +162,14 @@ class RewardFunctions:
         if len(weights) != len(fns):
             raise ValueError(f'weights must have one entry per reward function ({len(fns)}), got {len(weights)}')
         for i, w in enumerate(weights):
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-                raise ValueError(f'weights[{i}] must be a finite number, got {w!r}')
-        self.fns, self.names, self.weights = fns, names, [float(w) for w in weights]
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or abs(w) > MAX_REWARD:
+                raise ValueError(f'weights[{i}] must be a finite number in [-{MAX_REWARD:g}, {MAX_REWARD:g}], got {w!r}')
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+            raise ValueError(f'timeout must be a number of seconds > 0, or None for no limit, got {timeout!r}')
+        self.fns, self.names, self.weights, self.timeout = fns, names, [float(w) for w in weights], timeout
         self.is_async = [_is_async(f) for f in fns]
         self.errors, self.calls, self.last_values, self._warned = 0, 0, {}, set()
+        self.running = None  # (function name, time.monotonic() it started) while a function runs
 
     def __repr__(self): return f'RewardFunctions({dict(zip(self.names, self.weights))}, errors={self.errors})'
 
@@ -171,20 +183,20 @@ def _describe(v) -> str:
     return f'{type(v).__name__}(...)' if hasattr(v, '__dataclass_fields__') else repr(v)[:40]
 
 def _clean_values(name:str, out, n:int) -> tuple:
-    "A function's output as `n` floats (NaN for None/NaN and for bad entries) and the number of bad entries; raises if unusable as a whole."
+    "A function's output as `n` floats (NaN for None/NaN and for bad entries), which entries were bad, and the first; raises if unusable as a whole."
     if isinstance(out, (str, bytes, Mapping)) or not hasattr(out, '__len__'):
         raise RewardError(f'reward function {name!r} returned {type(out).__name__}, expected a list of {n} numbers '
                           f'(one per completion; None where it does not apply)')
     if len(out) != n:
         raise RewardError(f'reward function {name!r} returned {len(out)} values for {n} completions; '
                           f'it must return one number (or None) per completion')
-    vals, bad, first_bad = [], 0, None
-    for v in out:
+    vals, bad, first_bad = [], [False] * n, None
+    for i, v in enumerate(out):
         if v is None: vals.append(math.nan); continue  # TRL: "not applicable to this sample"
         try: x = float(v)
         except (TypeError, ValueError): x = None
-        if x is None or math.isinf(x):
-            vals.append(math.nan); bad += 1
+        if x is None or math.isinf(x) or abs(x) > MAX_REWARD:
+            vals.append(math.nan); bad[i] = True
             if first_bad is None: first_bad = v
         else: vals.append(x)  # NaN included: TRL treats a NaN like None
     return vals, bad, first_bad
@@ -197,20 +209,46 @@ class _Logs:
     def log_extra(self, column:str, values:list): self.extra[str(column)].extend(values)
     def log_metric(self, name:str, value:float): self.scalars[str(name)].append(float(value))
 
-def _call_all(fns, is_async, kwargs:dict) -> list:
-    "Call every function with `kwargs`: the plain ones in order, then the async ones concurrently. Outputs or exceptions, in order."
-    out = [None] * len(fns)
-    for k, f in enumerate(fns):
-        if is_async[k]: continue
-        try: out[k] = f(**kwargs)
-        except Exception as e: out[k] = e
-    ks = [k for k in range(len(fns)) if is_async[k]]
+def _call(f, kwargs):
+    try: return f(**kwargs)
+    except Exception as e: return e
+
+@patch
+def _call_all(self:RewardFunctions, kwargs:dict) -> list:
+    "Call every function with `kwargs` — the plain ones in order, then the async ones concurrently — within `self.timeout`."
+    fns, names, timeout = self.fns, self.names, self.timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
+    out, sync = [None] * len(fns), [k for k in range(len(fns)) if not self.is_async[k]]
+    late = lambda k, what: RewardTimeout(f'the reward functions took longer than their limit of {timeout:g} s on this batch '
+                                         f'(reward_timeout); {what}')
+    if sync and deadline is None:
+        for k in sync: self.running = (names[k], time.monotonic()); out[k] = _call(fns[k], kwargs)
+    elif sync:  # in a worker thread, so that a function that hangs costs its batch, not the run
+        done, cancel = {}, threading.Event()
+        def work():
+            for k in sync:
+                if cancel.is_set(): return
+                self.running = (names[k], time.monotonic()); done[k] = _call(fns[k], kwargs)
+        t = threading.Thread(target=work, name='flowrl_nb-rewards', daemon=True)
+        t.start(); t.join(max(0.0, deadline - time.monotonic()))
+        cancel.set()
+        hung = next((k for k in sync if k not in done), None)
+        for k in sync:
+            out[k] = done[k] if k in done else late(k, f'{names[k]!r} was still running and is abandoned (a thread cannot '
+                                                   f'be killed; its result is ignored)' if k == hung else f'{names[k]!r} did not run')
+    ks = [k for k in range(len(fns)) if self.is_async[k]]
     if ks:
         async def one(f):
             try: return await f(**kwargs)
             except Exception as e: return e
         async def gather(): return await asyncio.gather(*(one(fns[k]) for k in ks))
-        for k, r in zip(ks, asyncio.run_coroutine_threadsafe(gather(), _event_loop()).result()): out[k] = r
+        fut = asyncio.run_coroutine_threadsafe(gather(), _event_loop())
+        self.running = (', '.join(names[k] for k in ks), time.monotonic())
+        try: res = fut.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            fut.cancel(); res = [late(k, f'the async function {names[k]!r} was cancelled') for k in ks]
+        for k, r in zip(ks, res): out[k] = r
+    self.running = None
     return out
 
 # %% ../nbs/03a_rewards.ipynb #2faef755
@@ -242,17 +280,21 @@ def __call__(self:RewardFunctions,
     kwargs = dict(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns,
                   trainer_state=trainer_state if trainer_state is not None else TrainerState(),
                   log_extra=logs.log_extra, log_metric=logs.log_metric)
-    first, outs = self.calls == 0, _call_all(self.fns, self.is_async, kwargs)
-    values, metrics, errors = {}, {}, 0
+    first, outs = self.calls == 0, self._call_all(kwargs)
+    values, metrics, errors, failed_at, first_error = {}, {}, 0, [False] * n, None
     for k, (fn, name, out) in enumerate(zip(self.fns, self.names, outs)):
         try:
             if isinstance(out, BaseException): raise out
-            vals, bad, first_bad = _clean_values(name, out, n)
+            vals, bad_at, first_bad = _clean_values(name, out, n)
+            bad = sum(bad_at)
             if bad and first:
-                raise RewardError(f'reward function {name!r} returned {bad} value(s) that are not finite numbers, '
-                                  f'first {first_bad!r}')
-            if bad: self._warn_once(name, f'reward function {name!r} returned {bad} value(s) out of {n} that are not '
-                                          f'finite numbers (first {first_bad!r}); those samples get no value from it')
+                raise RewardError(f'reward function {name!r} returned {bad} value(s) that are not finite numbers in '
+                                  f'[-{MAX_REWARD:g}, {MAX_REWARD:g}], first {first_bad!r}')
+            if bad:
+                first_error = first_error or f'{name}: returned {first_bad!r}'
+                self._warn_once(name, f'reward function {name!r} returned {bad} value(s) out of {n} that are not finite '
+                                      f'numbers in [-{MAX_REWARD:g}, {MAX_REWARD:g}] (first {first_bad!r}); those samples '
+                                      f'get no value from it')
             extra = getattr(fn, 'last_metrics', None)  # rewards that handle their own failures (math timeouts, sandbox
             if isinstance(extra, Mapping):               # kills) report them here, read only after a successful call
                 bad += int(extra.get('errors', 0))
@@ -260,11 +302,13 @@ def __call__(self:RewardFunctions,
                                 if m != 'errors' and isinstance(v, (int, float))})
         except Exception as e:
             if first: raise _first_batch_error(name, e, kwargs) from e
-            vals, bad = [math.nan] * n, n
+            vals, bad, bad_at = [math.nan] * n, n, [True] * n
+            first_error = first_error or f'{name}: {type(e).__name__}: {e}'
             self._warn_once(name, f'reward function {name!r} failed on a batch of {n}; those samples get no value from it '
                                   f'(first occurrence; later ones are only counted in reward/errors):\n'
                                   + ''.join(traceback.format_exception(type(e), e, e.__traceback__)))
         errors += bad
+        failed_at = [f or b for f, b in zip(failed_at, bad_at)]
         values[name] = vals
         given = [v for v in vals if not math.isnan(v)]
         metrics[f'reward/{name}'] = sum(given) / len(given) if given else None
@@ -273,13 +317,15 @@ def __call__(self:RewardFunctions,
         parts = [w * values[name][i] for name, w in zip(self.names, self.weights) if not math.isnan(values[name][i])]
         rewards.append(sum(parts) if parts else math.nan)
     unscorable = sum(math.isnan(r) for r in rewards)
-    if unscorable:
-        self._warn_once('<none>', f'{unscorable} of {n} completions got no value from any reward function (all returned '
-                                  f'None or failed); they are left out of the update')
+    failed = sum(math.isnan(r) and f for r, f in zip(rewards, failed_at))
+    if unscorable > failed:
+        self._warn_once('<none>', f'{unscorable - failed} of {n} completions got no value from any reward function (all '
+                                  f'returned None); they are left out of the update')
     self.errors += errors; self.calls += 1; self.last_values = values
-    metrics.update({'reward/errors': errors, 'reward/errors_total': self.errors, 'reward/unscorable': unscorable})
+    metrics.update({'reward/errors': errors, 'reward/errors_total': self.errors, 'reward/unscorable': unscorable,
+                    'reward/failed': failed})
     metrics.update({k: sum(v) / len(v) for k, v in logs.scalars.items() if v})
-    return RewardOutput(rewards, values, metrics, dict(logs.extra))
+    return RewardOutput(rewards, values, metrics, dict(logs.extra), failed, first_error)
 
 @patch
 def _warn_once(self:RewardFunctions, key:str, msg:str):

@@ -4,10 +4,10 @@
 
 # %% ../nbs/09_trainer.ipynb #6719be2b
 from __future__ import annotations
-import datetime, math, random, threading, time, traceback, warnings
+import datetime, math, os, random, threading, time, traceback, warnings
 from pathlib import Path
 import numpy as np, torch
-from .core import atomic_dir, seed_everything
+from .core import RunError, atomic_dir, available_memory, seed_everything
 from .config import FlowRLConfig, LIVE_FIELDS
 from .objective import group_advantages, flowrl_loss, grpo_loss, reinforce_pp_advantages, reinforce_pp_loss
 from .model import LoraSpec, load_policy, token_logprobs, reference_logprobs, make_z_head, save_adapter_and_z, load_z_head, eval_mode
@@ -18,9 +18,9 @@ from .runlog import RunLog, read_jsonl
 from .metrics import coverage_metrics
 
 # %% auto #0
-__all__ = ['KEEP_CHECKPOINTS', 'Controls', 'NonFiniteError', 'set_aside_previous_run', 'Trainer', 'train_step', 'evaluate',
-           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'train', 'start', 'pause', 'stop', 'wait',
-           'running']
+__all__ = ['KEEP_CHECKPOINTS', 'STATE_FIELDS', 'Controls', 'NonFiniteError', 'set_aside_previous_run', 'Trainer', 'train_step',
+           'evaluate', 'CheckpointError', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'train', 'start',
+           'pause', 'stop', 'wait', 'running']
 
 # %% ../nbs/09_trainer.ipynb #b2f74f7a
 class Controls:
@@ -43,6 +43,13 @@ class Controls:
             self._values.update(self._pending); self._pending.clear()
         return changes
 
+    def revert(self, changes:list) -> list:
+        "Undo `changes` (as `apply` returned them): each field goes back to its old value, unless changed again since."
+        with self._lock:
+            undone = [(k, new, old) for k, old, new in changes if self._values[k] == new]
+            for k, _, old in undone: self._values[k] = old
+        return undone
+
     def snapshot(self) -> dict:
         "The values in force now."
         with self._lock: return dict(self._values)
@@ -59,13 +66,13 @@ class Controls:
         raise AttributeError(f'{name!r} is not a live control; live controls are: {", ".join(LIVE_FIELDS)}')
 
     def __setattr__(self, name, value): self.set(**{name: value})
-    def __dir__(self): return list(LIVE_FIELDS) + ['set', 'apply', 'snapshot', 'pending']
+    def __dir__(self): return list(LIVE_FIELDS) + ['set', 'apply', 'revert', 'snapshot', 'pending']
     def __repr__(self):
         p = self.pending
         return 'Controls(' + ', '.join(f'{k}={v!r}' + (f' -> {p[k]!r}' if k in p else '') for k, v in self.snapshot().items()) + ')'
 
 # %% ../nbs/09_trainer.ipynb #40f90dc3
-class NonFiniteError(RuntimeError):
+class NonFiniteError(RunError):
     "Raised when too many consecutive optimizer steps had a non-finite loss or gradient norm."
 
 def _masked_mean(x, mask): return float((x * mask).sum() / mask.sum().clamp(min=1))
@@ -115,6 +122,43 @@ def _check_rows(rows:list):
         if is_conversational(p) != is_conversational(rows[0]['prompt']):
             raise ValueError(f'rows[{i}] mixes a chat prompt with plain-text ones (rows[0]); use one kind for the whole dataset')
 
+def _check_run_dir(d:Path):
+    "Refuse a run directory that cannot be created or written, before anything is loaded."
+    p = d
+    while not p.exists(): p = p.parent
+    if not p.is_dir():
+        raise ValueError(f'output_dir {str(d)!r} cannot be created: {str(p)!r} is a file, not a folder; choose another output_dir')
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ValueError(f'output_dir {str(d)!r} cannot be created: {str(p)!r} is not writable by this user; choose another output_dir')
+
+def _gb(n:float) -> str: return f'{n / 2**30:.1f} GiB'
+
+def _check_lengths(cfg:FlowRLConfig, model, tokenizer, rows:list):
+    "Refuse, before a run folder is written, prompts longer than max_prompt_length, sequences beyond the model's positions, and a step that cannot fit in memory."
+    texts = [prompt_text(r['prompt'], tokenizer) for r in rows]
+    lengths = [len(x) for x in tokenizer(texts, add_special_tokens=True).input_ids]
+    worst = max(range(len(lengths)), key=lengths.__getitem__)
+    if lengths[worst] > cfg.max_prompt_length:
+        raise ValueError(f'rows[{worst}]\'s prompt is {lengths[worst]} tokens, more than max_prompt_length={cfg.max_prompt_length} '
+                         f'({sum(l > cfg.max_prompt_length for l in lengths)} of {len(rows)} prompts are); raise max_prompt_length '
+                         f'to at least {lengths[worst]}, or shorten the prompts')
+    conf = model.config.get_text_config() if hasattr(model.config, 'get_text_config') else model.config
+    positions = getattr(conf, 'max_position_embeddings', None)
+    longest = lengths[worst] + cfg.max_completion_length
+    if positions is not None and longest > positions:
+        raise ValueError(f'the longest prompt ({lengths[worst]} tokens) plus max_completion_length={cfg.max_completion_length} '
+                         f'is {longest} tokens, more than the model\'s {positions} positions (max_position_embeddings); lower '
+                         f'max_completion_length to at most {positions - lengths[worst]} or shorten the prompts')
+    device = next(p for p in model.parameters()).device
+    free = available_memory(device)
+    rows_per_update = -(-cfg.prompts_per_step // cfg.num_mini_batches) * cfg.num_generations
+    logits = rows_per_update * (cfg.max_completion_length + 1) * len(tokenizer) * 4 * 3  # fp32 logits, log-softmax, their grad
+    if free is not None and logits > free:
+        raise ValueError(f'one optimizer step needs about {_gb(logits)} for its logits alone ({rows_per_update} sequences x '
+                         f'{cfg.max_completion_length + 1} positions x {len(tokenizer):,} vocabulary x 4 bytes x 3), and '
+                         f'{device} has {_gb(free)} free; lower num_generations or prompts_per_step, raise num_mini_batches, '
+                         f'or shorten max_completion_length')
+
 def _make_engine(cfg:FlowRLConfig, model, tokenizer):
     "The rollout engine `cfg.rollout_engine` names, on the policy."
     if cfg.rollout_engine == 'vllm':
@@ -142,6 +186,8 @@ class Trainer:
         cfg = config if config is not None else FlowRLConfig()
         if overrides: cfg = cfg.replace(**overrides)
         self.config = cfg
+        self.run_dir = Path(run_dir or cfg.output_dir or _default_run_dir(cfg))
+        _check_run_dir(self.run_dir)  # before the model loads: a bad output_dir fails in a second, not after minutes
         seed_everything(cfg.seed)
         self.task = task_from_config(cfg)
         # policy (LoRA / QLoRA adapters on the base); the reference is the same base with adapters disabled
@@ -156,10 +202,12 @@ class Trainer:
             rows = to_rows(load_benchmark(cfg.train_file), self.tokenizer)
         self.rows = list(rows) if rows is not None else self.task.rows()
         _check_rows(self.rows)
+        _check_lengths(cfg, self.model, self.tokenizer, self.rows)  # prompts fit, positions suffice, memory can hold a step
         if reward_funcs is None and cfg.reward == 'math':
             from flowrl_nb.math_reward import MathReward
             reward_funcs = [MathReward(incorrect=cfg.reward_incorrect)]
-        self.rewards = RewardFunctions(reward_funcs if reward_funcs is not None else [self.task.reward], reward_weights)
+        self.rewards = RewardFunctions(reward_funcs if reward_funcs is not None else [self.task.reward], reward_weights,
+                                       timeout=cfg.reward_timeout)
         self.device = next(p for p in self.model.parameters()).device
         # the Z head: outside PEFT, fp32, its own parameter group and learning rate (FlowRL only)
         self.z_head = make_z_head(self.model, cfg) if cfg.algorithm == 'flowrl' else None
@@ -178,13 +226,13 @@ class Trainer:
         self.controls = Controls(cfg)
         self.sampler = np.random.default_rng(cfg.seed)   # which prompts each step sees
         self.step_count, self.opt_steps, self._nonfinite, self._unlogged = 0, 0, 0, None
+        self._probation, self._error_batches, self.phase = None, 0, 'idle'  # live changes on trial; all-error reward batches; what the step does now
         self.coverage = None  # the exact-coverage evaluator, built on first use (flowrl_nb.metrics)
         self.last_checkpoint, self.last_batch, self.error = None, None, None
         self.status = 'idle'
         self._thread, self._stop_requested = None, False
         self._unpaused = threading.Event(); self._unpaused.set()
         self._busy = threading.Lock()
-        self.run_dir = Path(run_dir or cfg.output_dir or _default_run_dir(cfg))
         if not _resume: set_aside_previous_run(self.run_dir)  # a new run never appends to an old run's log
         self.log = RunLog(self.run_dir)
         cfg.to_yaml(self.run_dir / 'config.yaml')
@@ -203,13 +251,37 @@ def _warmup(cfg:FlowRLConfig, opt_steps:int, step:int) -> float:
 @torch.no_grad()
 def _apply_controls(self, step:int) -> dict:
     "Apply pending live changes (logging each as an event at `step`) and set the optimizer's learning rates."
-    for name, old, new in self.controls.apply(): self.log.log_event(step, name, old, new)
+    changes = self.controls.apply()
+    for name, old, new in changes: self.log.log_event(step, name, old, new)
+    if changes: self._probation = (changes, self._snapshot_weights(), 2)  # until two finite optimizer steps pass
     c = self.controls.snapshot()
     warm = _warmup(self.config, self.opt_steps, step)
     for g in self.optimizer.param_groups:
         g['lr'] = warm * (c['z_learning_rate'] if g.get('name') == 'z' else c['learning_rate'])
     return c
 Trainer._apply_controls = _apply_controls
+
+def _snapshot_weights(self) -> dict:
+    "A copy of every trainable tensor and of the optimizer state (cheap: adapters and heads only)."
+    import copy
+    params = [p for g in self.optimizer.param_groups for p in g['params']]
+    return {'params': [p.detach().clone() for p in params], 'optimizer': copy.deepcopy(self.optimizer.state_dict())}
+Trainer._snapshot_weights = _snapshot_weights
+
+@torch.no_grad()
+def _rollback(self, step:int, why:str):
+    "Undo the live changes on probation: weights, optimizer state and controls as before them; a `rollback` event says why."
+    changes, snap, _ = self._probation
+    params = [p for g in self.optimizer.param_groups for p in g['params']]
+    for p, saved in zip(params, snap['params']): p.copy_(saved)
+    self.optimizer.load_state_dict(snap['optimizer'])
+    for g in self.optimizer.param_groups: g['foreach'] = True
+    for name, bad, old in self.controls.revert(changes):
+        self.log.log_event(step, name, bad, old, kind='rollback')
+        warnings.warn(f'step {step}: the live change {name}={bad!r} gave {why}; it was undone ({name} is {old!r} again) '
+                      f'and the step was skipped', RuntimeWarning, stacklevel=3)
+    self._probation = None
+Trainer._rollback = _rollback
 
 def _sample_rows(self) -> list:
     "The prompt rows of one step: without replacement when there are enough rows."
@@ -273,16 +345,20 @@ def train_step(self) -> dict:
     temperature = c['temperature']  # one temperature for the whole step: sampling and every log-prob
     t0 = time.perf_counter()
     # 1. sample (chat prompts are rendered with the tokenizer's chat template)
+    self.phase = 'sampling'
     rows = self._sample_rows()
     prompts = [r['prompt'] for r in rows]
     batch = self.engine.generate([prompt_text(p, self.tokenizer) for p in prompts], n, cfg.max_completion_length,
                                  temperature=temperature, top_p=cfg.top_p)
     # 2. reward, calling the reward functions as TRL does (flowrl_nb.rewards): by keyword, columns repeated per completion
     columns = {k: [r[k] for r in rows for _ in range(n)] for k in rows[0] if k != 'prompt'}
+    self.phase = 'scoring rewards'
     scored = self.rewards([p for p in prompts for _ in range(n)], as_completions(batch.completions, is_conversational(prompts[0])),
                           completion_ids=batch.completion_id_lists(), trainer_state=self._trainer_state(step), **columns)
     rewards = torch.tensor(scored.rewards, dtype=torch.float32, device=dev)  # NaN: no reward function scored the sample
+    self._check_reward_errors(scored, len(rewards))
     t1 = time.perf_counter()
+    self.phase = 'computing old and reference log-probs'
     # 3./4. old and reference log-probs, advantages
     P, C, M = (t.to(dev) for t in (batch.prompt_ids, batch.prompt_mask, batch.completion_ids))
     mask = batch.completion_mask.to(dev).float()
@@ -302,9 +378,10 @@ def train_step(self) -> dict:
         P, C, M, mask, rollout, old, ref, adv, rewards_kept = P[i], C[i], M[i], mask[i], rollout[i], old[i], ref[i], adv[i], rewards[i]
     else: rewards_kept = rewards
     t2 = time.perf_counter()
+    self.phase = 'updating'
     # 5. K optimizer steps over mini-batches of whole groups
     params = [p for g in self.optimizer.param_groups for p in g['params']]
-    mb_metrics, skipped = [], 0
+    mb_metrics, skipped, rolled_back = [], 0, 0
     if self.z_head is not None: self.z_head.train()
     lrs = []
     for k, idx in enumerate(_mini_batches(len(rewards_kept), cfg.num_mini_batches)):
@@ -316,8 +393,17 @@ def train_step(self) -> dict:
         loss, m = self._objective(out, mb, c)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        if torch.isfinite(loss) and torch.isfinite(gn):
-            self.optimizer.step(); self.opt_steps += 1; self._nonfinite = 0
+        ok = bool(torch.isfinite(loss) and torch.isfinite(gn))
+        if ok: self.optimizer.step()
+        if self._probation is not None and (not ok or not _all_finite(params)):  # a live change broke this step: undo it
+            self._rollback(step, 'a non-finite loss or gradient norm' if not ok else 'non-finite weights')
+            skipped += 1; rolled_back += 1
+            c = self._apply_controls(step)
+        elif ok:
+            self.opt_steps += 1; self._nonfinite = 0
+            if self._probation is not None:
+                changes, snap, left = self._probation
+                self._probation = (changes, snap, left - 1) if left > 1 else None
         else:
             skipped += 1; self._nonfinite += 1
         self.optimizer.zero_grad(set_to_none=True)
@@ -337,7 +423,7 @@ def train_step(self) -> dict:
         **_reward_stats(rewards, n), **scored.metrics,
         'completion/mean_length': float(lengths.mean()), 'completion/max_length': float(lengths.max()),
         'completion/truncated_frac': float(batch.truncated.float().mean()),
-        'optim/skipped_steps': skipped, 'optim/steps': self.opt_steps,
+        'optim/skipped_steps': skipped, 'optim/rolled_back_steps': rolled_back, 'optim/steps': self.opt_steps,
         **({'optim/lr': lrs[0][0], **({'optim/z_lr': lrs[0][1]} if len(lrs[0]) > 1 else {})} if lrs else {}),
         'time/sample': t1 - t0, 'time/reference': t2 - t1, 'time/update': t3 - t2, 'time/step': t3 - t0,
         'tokens_per_sec': float(batch.num_tokens) / max(t3 - t0, 1e-9),
@@ -346,14 +432,32 @@ def train_step(self) -> dict:
     self.last_batch = dict(prompts=batch.prompts, completions=batch.completions, rewards=scored.rewards, adv=adv_shown,
                            lengths=lengths.long().tolist(), extra=scored.extra)
     if cfg.coverage_steps and step % cfg.coverage_steps == 0:  # exact coverage (flowrl_nb.metrics); {} if not enumerable
+        self.phase = 'measuring coverage'
         metrics.update((getattr(self.task, 'coverage_metrics', None) or coverage_metrics)(self))
     if cfg.eval_steps and step % cfg.eval_steps == 0:  # periodic held-out evaluation (flowrl_nb.eval)
+        self.phase = 'evaluating'
         metrics.update(self.evaluate(step))
     self.step_count = step
     self._log_step(step, metrics)
-    if cfg.save_steps and step % cfg.save_steps == 0: self.save_checkpoint()
+    if cfg.save_steps and step % cfg.save_steps == 0: self.phase = 'saving a checkpoint'; self.save_checkpoint()
+    self.phase = 'between steps'
     return metrics
 Trainer.train_step = train_step
+
+def _all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+def _check_reward_errors(self, scored, n:int):
+    "Stop the run when every sample failed in every reward function for `max_reward_error_batches` batches in a row."
+    self._error_batches = self._error_batches + 1 if scored.failed == n else 0
+    k = self.config.max_reward_error_batches
+    if self._error_batches >= k:
+        from flowrl_nb.rewards import RewardError
+        raise RewardError(f'every sample of the last {self._error_batches} batch(es) failed in every reward function '
+                          f'(max_reward_error_batches={k}), so the run stops; the first failure was {scored.first_error}. '
+                          f'Last good checkpoint: {self.last_checkpoint}. Fix the reward function (or its data columns), '
+                          f'then resume with Trainer.resume(run_dir) or `flowrl_nb train --resume {self.run_dir}`')
+Trainer._check_reward_errors = _check_reward_errors
 
 def _log_step(self, step:int, metrics:dict, force:bool=False):
     "Write the step's metrics to the log every `logging_steps` steps, and always when it measured coverage or evaluated, or is the last."
@@ -375,18 +479,29 @@ Trainer.evaluate = evaluate
 
 # %% ../nbs/09_trainer.ipynb #01cdf171
 KEEP_CHECKPOINTS = 2
+# fields that shape what a checkpoint holds: a resumed run must keep them (live fields and budgets may change)
+STATE_FIELDS = ('algorithm', 'model_name_or_path', 'quantization', 'lora_r', 'lora_alpha', 'lora_target_modules',
+                'z_num_layers')
 
-def save_checkpoint(self) -> Path:
-    "Write a checkpoint of the current step atomically and return its path."
+class CheckpointError(ValueError):
+    "A checkpoint directory that cannot be restored (missing, truncated or garbage files, or another run's shapes)."
+
+def _rng_state(self) -> dict:
+    "Every RNG state a step draws from: Python, NumPy, torch (CPU and CUDA) and the prompt sampler."
+    return {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            'sampler': self.sampler.bit_generator.state}
+Trainer._rng_state = _rng_state
+
+def save_checkpoint(self, rng:dict|None=None) -> Path:
+    "Write a checkpoint of the current step atomically and return its path (`rng`: the RNG states to store, default now)."
     path = self.run_dir / 'checkpoints' / f'step-{self.step_count:06d}'
     with atomic_dir(path) as tmp:
         save_adapter_and_z(self.model, self.z_head, tmp)
         torch.save({'step': self.step_count, 'opt_steps': self.opt_steps, 'nonfinite': self._nonfinite,
-                    'optimizer': self.optimizer.state_dict(),
+                    'algorithm': self.config.algorithm, 'optimizer': self.optimizer.state_dict(),
                     'controls': self.controls.snapshot(), 'pending_controls': self.controls.pending,
-                    'rng': {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state(),
-                            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                            'sampler': self.sampler.bit_generator.state}}, tmp / 'trainer_state.pt')
+                    'rng': rng if rng is not None else self._rng_state()}, tmp / 'trainer_state.pt')
     self.last_checkpoint = path
     for old in sorted((self.run_dir / 'checkpoints').glob('step-*'))[:-KEEP_CHECKPOINTS]:
         import shutil; shutil.rmtree(old, ignore_errors=True)
@@ -394,21 +509,46 @@ def save_checkpoint(self) -> Path:
 Trainer.save_checkpoint = save_checkpoint
 
 def latest_checkpoint(run_dir) -> Path|None:
-    "The newest complete checkpoint of a run (hidden, half-written directories are ignored)."
+    "The newest checkpoint directory of a run (hidden, half-written directories are ignored; contents are not checked)."
     ckpts = sorted(Path(run_dir, 'checkpoints').glob('step-*'))
     return ckpts[-1] if ckpts else None
 
-def load_checkpoint(self, path):
-    "Restore adapter, Z head, optimizer, counters, controls and RNG states from checkpoint `path`."
-    from peft import set_peft_model_state_dict
+def _read_checkpoint(self, path) -> dict:
+    "Every file of checkpoint `path`, read and checked against this trainer, before anything is changed; a `CheckpointError` says what is wrong."
     from safetensors.torch import load_file
     path = Path(path)
-    set_peft_model_state_dict(self.model, load_file(str(path / 'adapter_model.safetensors'), device=str(self.device)))
-    if self.z_head is not None: self.z_head.load_state_dict(load_z_head(path).state_dict())
-    st = torch.load(path / 'trainer_state.pt', weights_only=False)
+    try:
+        adapter = load_file(str(path / 'adapter_model.safetensors'), device=str(self.device))
+        z = load_z_head(path).state_dict() if self.z_head is not None else None
+        st = torch.load(path / 'trainer_state.pt', weights_only=False)
+        if not isinstance(st, dict) or not {'step', 'opt_steps', 'optimizer', 'rng'} <= set(st):
+            raise CheckpointError('trainer_state.pt does not hold a flowrl_nb trainer state')
+    except CheckpointError: raise
+    except Exception as e:
+        raise CheckpointError(f'{type(e).__name__}: {str(e)[:200]}') from e
+    algo = st.get('algorithm')
+    if algo is not None and algo != self.config.algorithm:
+        raise CheckpointError(f'it was written by a {algo} run and this trainer runs {self.config.algorithm}: a checkpoint '
+                              f'carries its algorithm\'s optimizer state (and FlowRL\'s Z head), so resume with '
+                              f'algorithm={algo!r}, or start a new run')
+    n_saved, n_here = len(st['optimizer'].get('param_groups', [])), len(self.optimizer.param_groups)
+    if n_saved != n_here:
+        raise CheckpointError(f'its optimizer has {n_saved} parameter group(s) and this trainer {n_here}: it belongs to a '
+                              f'run with another algorithm or heads')
+    return {'adapter': adapter, 'z': z, 'state': st}
+Trainer._read_checkpoint = _read_checkpoint
+
+def load_checkpoint(self, path):
+    "Restore adapter, Z head, optimizer, counters, controls and RNG states from checkpoint `path` (checked whole first)."
+    from peft import set_peft_model_state_dict
+    path = Path(path)
+    ck = self._read_checkpoint(path)
+    set_peft_model_state_dict(self.model, ck['adapter'])
+    if self.z_head is not None: self.z_head.load_state_dict(ck['z'])
+    st = ck['state']
     self.optimizer.load_state_dict(st['optimizer'])
     for g in self.optimizer.param_groups: g['foreach'] = True  # older checkpoints carry foreach=None: same numbers, slower
-    self.step_count, self.opt_steps, self._nonfinite = st['step'], st['opt_steps'], st['nonfinite']
+    self.step_count, self.opt_steps, self._nonfinite = st['step'], st['opt_steps'], st.get('nonfinite', 0)
     self.controls._restore(st['controls'], st['pending_controls'])
     rng = st['rng']
     random.setstate(rng['python']); np.random.set_state(rng['numpy']); torch.set_rng_state(rng['torch'])
@@ -420,18 +560,55 @@ def load_checkpoint(self, path):
     return self
 Trainer.load_checkpoint = load_checkpoint
 
+def _check_resume_overrides(run_dir:Path, cfg:FlowRLConfig, overrides:dict):
+    "Refuse overrides that change what the run's checkpoints hold, in words that say which and why."
+    changed = [k for k in STATE_FIELDS if k in overrides and overrides[k] != getattr(cfg, k)]
+    if changed:
+        what = ', '.join(f'{k}: {getattr(cfg, k)!r} -> {overrides[k]!r}' for k in changed)
+        raise ValueError(f'cannot resume {run_dir} with {what}: its checkpoints hold the adapter, heads and optimizer state '
+                         f'of a {cfg.algorithm} run with {", ".join(f"{k}={getattr(cfg, k)!r}" for k in changed)}. Resume '
+                         f'without changing {", ".join(changed)}, or start a new run (with a new output_dir)')
+
 @classmethod
 def _resume_from_dir(cls, run_dir, **kwargs) -> 'Trainer':
-    "A trainer continuing the run in `run_dir` from its last checkpoint (reward functions etc. as in `__init__`)."
+    "A trainer continuing the run in `run_dir` from its newest intact checkpoint (reward functions etc. as in `__init__`)."
+    import shutil
     run_dir = Path(run_dir)
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None: raise FileNotFoundError(f'{run_dir} has no checkpoint to resume from (looked in {run_dir / "checkpoints"})')
+    if not (run_dir / 'config.yaml').is_file():
+        raise FileNotFoundError(f'{run_dir} is not a run directory (no config.yaml); give the folder a run wrote')
     for junk in Path(run_dir, 'checkpoints').glob('.step-*'):  # a checkpoint cut short by a crash
-        import shutil; shutil.rmtree(junk, ignore_errors=True)
+        shutil.rmtree(junk, ignore_errors=True)
+    ckpts = sorted(Path(run_dir, 'checkpoints').glob('step-*'), reverse=True)
+    if not ckpts: raise FileNotFoundError(f'{run_dir} has no checkpoint to resume from (looked in {run_dir / "checkpoints"})')
     cfg = FlowRLConfig.from_yaml(run_dir / 'config.yaml')
-    return cls(cfg, run_dir=run_dir, _resume=True, **kwargs).load_checkpoint(ckpt)
+    _check_resume_overrides(run_dir, cfg, {k: v for k, v in kwargs.items() if k in STATE_FIELDS})
+    torn = _torn_last_line(run_dir / 'metrics.jsonl')
+    tr = cls(cfg, run_dir=run_dir, _resume=True, **kwargs)
+    skipped = []
+    for ckpt in ckpts:
+        try: tr.load_checkpoint(ckpt)
+        except CheckpointError as e: skipped.append(f'{ckpt.name} ({e})'); continue
+        break
+    else:
+        raise FileNotFoundError(f'{run_dir} has no intact checkpoint: ' + '; '.join(skipped))
+    if skipped:
+        warnings.warn(f'resuming {run_dir} from {tr.last_checkpoint.name}; newer checkpoint(s) could not be restored and '
+                      f'were skipped: {"; ".join(skipped)}', RuntimeWarning, stacklevel=2)
+    if torn:
+        warnings.warn(f'{run_dir / "metrics.jsonl"} ended in a torn line (the process was stopped while writing a record: '
+                      f'{torn[:60]!r}); it was dropped, and the steps after {tr.last_checkpoint.name} are redone',
+                      RuntimeWarning, stacklevel=2)
+    return tr
 Trainer._resume_from_dir = _resume_from_dir
 Trainer.resume = _ResumeMethod()
+
+def _torn_last_line(path:Path) -> str|None:
+    "The unfinished last line of a JSONL file (a write cut short), or None."
+    if not path.exists() or path.stat().st_size == 0: return None
+    with open(path, 'rb') as f:
+        f.seek(max(0, path.stat().st_size - 65536)); tail = f.read()
+    if tail.endswith(b'\n'): return None
+    return tail.rsplit(b'\n', 1)[-1].decode('utf-8', 'replace') or None
 
 # %% ../nbs/09_trainer.ipynb #e1735435
 def _run_loop(self, steps, progress:bool):
@@ -446,6 +623,7 @@ def _run_loop(self, steps, progress:bool):
                 self.status = 'paused'; self._unpaused.wait()
                 if self._stop_requested: break
                 self.status = 'running'
+            self._step_rng, opt_steps = self._rng_state(), self.opt_steps  # what an interrupted step leaves behind
             m = self.train_step(); history.append(m); bar.update(1)
             bar.set_postfix(reward=f"{m['reward/mean'] if m['reward/mean'] is not None else float('nan'):.3f}",
                             loss=f"{m.get('final_loss', float('nan')):.3g}")
@@ -453,16 +631,28 @@ def _run_loop(self, steps, progress:bool):
             if self.step_count: self.save_checkpoint()
         self.status = 'stopped' if self._stop_requested else 'finished'
     except KeyboardInterrupt:
-        if self.step_count: self.save_checkpoint()
-        self.status = 'stopped'
+        self._save_interrupted(opt_steps if 'opt_steps' in locals() else self.opt_steps)
+        self.status = 'interrupted'
     except BaseException as e:
         self.error, self.status = e, 'failed'
         raise
     finally:
         if self._unlogged is not None: self._log_step(*self._unlogged, force=True)  # the run ends here: its last step is logged
+        self.phase = 'idle'
         bar.close()
     return history
 Trainer._run_loop = _run_loop
+
+def _save_interrupted(self, opt_steps_at_start:int):
+    "After Ctrl-C: checkpoint the last whole step if the interrupted one changed no weight yet; else keep the last checkpoint."
+    if self.opt_steps == opt_steps_at_start and self._probation is None:  # sampling or scoring: nothing changed but RNGs
+        if self.step_count and (self.last_checkpoint is None or self.last_checkpoint.name != f'step-{self.step_count:06d}'):
+            self.save_checkpoint(rng=self._step_rng)  # the RNGs as the step began, so a resumed run repeats it exactly
+        return
+    warnings.warn(f'interrupted during the update of step {self.step_count + 1}: the weights in memory are half updated, '
+                  f'so no checkpoint was written for them; the last checkpoint is {self.last_checkpoint}', RuntimeWarning,
+                  stacklevel=3)
+Trainer._save_interrupted = _save_interrupted
 
 def train(self, steps:int|None=None, # steps to run (default: up to `max_steps`)
           progress:bool=True, # show a tqdm progress bar
@@ -495,10 +685,19 @@ def pause(self):
 def _unpause(self):
     "Resume a paused run."
     self._unpaused.set()
-def stop(self, wait:bool=True, timeout:float|None=None):
-    "Stop after the current step and save a checkpoint; with `wait`, block until the thread has ended."
+def stop(self, wait:bool=True, timeout:float|None=None) -> bool:
+    "Stop after the current step and save a checkpoint; with `wait`, block until the thread has ended. True once it has."
     self._stop_requested = True; self._unpaused.set()
-    if wait: self.wait(timeout)
+    if not wait: return not self.running
+    self.wait(timeout)
+    if not self.running: return True
+    busy = self.rewards.running
+    doing = (f'in reward function {busy[0]!r} for {time.monotonic() - busy[1]:.0f} s' if busy else self.phase)
+    self.status = 'stopping'
+    warnings.warn(f'the run has not stopped yet: step {self.step_count + 1} is still running ({doing}); it stops at the '
+                  f'end of that step (reward functions are given up after reward_timeout={self.config.reward_timeout:g} s). '
+                  f'Call wait() to wait for it.', RuntimeWarning, stacklevel=2)
+    return False
 def wait(self, timeout:float|None=None):
     "Block until a background run ends; re-raise its error, if any."
     if self._thread is not None: self._thread.join(timeout)

@@ -24,37 +24,42 @@ BAD = [
     (dict(quantization='4-bit'), "quantization must be one of None, '4bit', '8bit', got '4-bit' (did you mean \"4bit\"?)"),
     (dict(torch_dtype='fp16'), "torch_dtype must be one of 'auto', 'float32', 'bfloat16', 'float16', got 'fp16'"),
     (dict(gradient_checkpointing='maybe'), "gradient_checkpointing must be true or false, got 'maybe'"),
-    (dict(lora_r=0), 'lora_r must be >= 1, got 0'),
+    (dict(lora_r=0), 'lora_r must be in [1, 4096], got 0'),
+    (dict(lora_r=10**6), 'lora_r must be in [1, 4096], got 1000000'),
     (dict(lora_r=2.5), 'lora_r must be an integer, got 2.5'),
-    (dict(lora_alpha=0), 'lora_alpha must be >= 1, got 0'),
+    (dict(lora_alpha=0), 'lora_alpha must be in [1, 100000], got 0'),
     (dict(lora_dropout=1.0), 'lora_dropout must be in [0, 1), got 1.0'),
     (dict(lora_dropout=-0.1), 'lora_dropout must be in [0, 1), got -0.1'),
     (dict(lora_target_modules=[]), 'lora_target_modules must be a non-empty list of module names, got []'),
     (dict(lora_target_modules=' , '), 'lora_target_modules must be a non-empty list of module names, got []'),
     (dict(lora_target_modules=3), 'lora_target_modules must be a list of strings or a comma-separated string, got 3'),
-    (dict(beta=-1.0), 'beta must be >= 0, got -1.0'),
+    (dict(beta=-1.0), 'beta must be in [0, 10000], got -1.0'),
+    (dict(beta=1e300), 'beta must be in [0, 10000], got 1e+300'),
     (dict(beta='abc'), "beta must be a finite number, got 'abc'"),
     (dict(beta=float('inf')), 'beta must be a finite number, got inf'),
     (dict(beta=True), 'beta must be a finite number, got True'),
-    (dict(kl_coef=-0.1), 'kl_coef must be >= 0, got -0.1'),
-    (dict(reinforce_pp_kl_coef=-1), 'reinforce_pp_kl_coef must be >= 0, got -1.0'),
+    (dict(kl_coef=-0.1), 'kl_coef must be in [0, 1000], got -0.1'),
+    (dict(reinforce_pp_kl_coef=-1), 'reinforce_pp_kl_coef must be in [0, 1000], got -1.0'),
     (dict(loss_agg='seq_mean'), "loss_agg must be one of 'token_mean', 'seq_mean_token_mean', got 'seq_mean'"),
-    (dict(learning_rate=0), 'learning_rate must be > 0, got 0.0'),
-    (dict(z_learning_rate=-1e-3), 'z_learning_rate must be >= 0, got -0.001'),
-    (dict(weight_decay=-0.1), 'weight_decay must be >= 0, got -0.1'),
+    (dict(learning_rate=0), 'learning_rate must be in (0, 1], got 0.0'),
+    (dict(learning_rate=1e30), 'learning_rate must be in (0, 1], got 1e+30'),
+    (dict(learning_rate=1e300), 'learning_rate must be in (0, 1], got 1e+300'),
+    (dict(z_learning_rate=-1e-3), 'z_learning_rate must be in [0, 10], got -0.001'),
+    (dict(weight_decay=-0.1), 'weight_decay must be in [0, 10], got -0.1'),
     (dict(warmup_steps=-1), 'warmup_steps must be >= 0, got -1'),
-    (dict(max_grad_norm=0), 'max_grad_norm must be > 0, got 0.0'),
+    (dict(warmup_unit='epoch'), "warmup_unit must be one of 'optimizer_step', 'rollout_step', got 'epoch'"),
+    (dict(max_grad_norm=0), 'max_grad_norm must be in (0, 1e+06], got 0.0'),
     (dict(adam_beta1=1.0), 'adam_beta1 must be in [0, 1), got 1.0'),
     (dict(adam_beta2=-0.5), 'adam_beta2 must be in [0, 1), got -0.5'),
     (dict(max_nonfinite_steps=0), 'max_nonfinite_steps must be >= 1, got 0'),
     (dict(is_mode='clamp'), "is_mode must be one of 'none', 'cap', 'clip', 'geo_clip', got 'clamp'"),
     (dict(is_mode='geoclip'), '(did you mean "geo_clip"?)'),
-    (dict(is_cap=0), 'is_cap must be > 0, got 0.0'),
+    (dict(is_cap=0), 'is_cap must be in (0, 1e+06], got 0.0'),
     (dict(epsilon=1.5), 'epsilon must be in (0, 1), got 1.5'),
     (dict(epsilon=0), 'epsilon must be in (0, 1), got 0.0'),
-    (dict(epsilon_high=0), 'epsilon_high must be > 0, got 0.0'),
-    (dict(tis_cap=0), 'tis_cap must be > 0, got 0.0'),
-    (dict(num_generations=0), 'num_generations must be >= 1, got 0'),
+    (dict(epsilon_high=0), 'epsilon_high must be in (0, 10], got 0.0'),
+    (dict(tis_cap=0), 'tis_cap must be in (0, 1e+06], got 0.0'),
+    (dict(num_generations=0), 'num_generations must be in [1, 4096], got 0'),
     (dict(prompts_per_step=0), 'prompts_per_step must be >= 1, got 0'),
     (dict(num_mini_batches=0), 'num_mini_batches must be >= 1, got 0'),
     (dict(num_mini_batches=3), 'num_mini_batches must divide prompts_per_step (16), got 3'),
@@ -62,7 +67,11 @@ BAD = [
     (dict(max_steps=0), 'max_steps must be >= 1, got 0'),
     (dict(max_prompt_length=0), 'max_prompt_length must be >= 1, got 0'),
     (dict(max_completion_length=0), 'max_completion_length must be >= 1, got 0'),
-    (dict(temperature=0), 'temperature must be > 0, got 0.0'),
+    (dict(temperature=0), 'temperature must be in [0.001, 100], got 0.0'),
+    (dict(temperature=1e-300), 'temperature must be in [0.001, 100], got 1e-300'),
+    (dict(reward_incorrect=-1e308), 'reward_incorrect must be in [-1e+06, 1e+06], got -1e+308'),
+    (dict(reward_timeout=0), 'reward_timeout must be in (0, 1e+06], got 0.0'),
+    (dict(max_reward_error_batches=0), 'max_reward_error_batches must be >= 1, got 0'),
     (dict(top_p=0), 'top_p must be in (0, 1], got 0.0'),
     (dict(top_p=1.5), 'top_p must be in (0, 1], got 1.5'),
     (dict(rollout_engine='sglang'), "rollout_engine must be one of 'hf', 'vllm', got 'sglang'"),
@@ -111,7 +120,7 @@ def test_cross_check_skipped_when_its_field_is_bad():
 
 def test_validate_catches_later_mutation():
     cfg = FlowRLConfig(); cfg.beta = -2
-    with pytest.raises(ValueError, match='beta must be >= 0, got -2.0'): cfg.validate()
+    with pytest.raises(ValueError, match=r'beta must be in \[0, 10000\], got -2.0'): cfg.validate()
 
 
 def test_target_range_only_checked_for_digit_sum():
@@ -173,9 +182,9 @@ def test_validate_change_refuses_non_live(name):
 
 
 @pytest.mark.parametrize('name,value,msg', [
-    ('beta', -1, 'beta must be >= 0, got -1.0'), ('is_mode', 'clamp', "is_mode must be one of"),
-    ('epsilon', 1.5, 'epsilon must be in (0, 1), got 1.5'), ('temperature', '0', 'temperature must be > 0, got 0.0'),
-    ('tis_cap', -1, 'tis_cap must be > 0, got -1.0'), ('learning_rate', 'x', "learning_rate must be a finite number, got 'x'"),
+    ('beta', -1, 'beta must be in [0, 10000], got -1.0'), ('is_mode', 'clamp', "is_mode must be one of"),
+    ('epsilon', 1.5, 'epsilon must be in (0, 1), got 1.5'), ('temperature', '0', 'temperature must be in [0.001, 100], got 0.0'),
+    ('tis_cap', -1, 'tis_cap must be in (0, 1e+06], got -1.0'), ('learning_rate', 'x', "learning_rate must be a finite number, got 'x'"),
     ('bta', 1, 'unknown config field \'bta\' (did you mean "beta"?)'),
 ])
 def test_validate_change_refuses_bad_values(name, value, msg):
@@ -254,7 +263,7 @@ _path = st.text(st.characters(blacklist_categories=('Cs', 'Cc')), min_size=1, ma
     lambda s: s.strip() and s.strip().lower() not in ('none', 'null', '~'))
 
 @settings(max_examples=100, deadline=None)
-@given(beta=st.floats(0, 1e6, allow_nan=False), lr=st.floats(1e-12, 10), tis_cap=st.none() | st.floats(1e-6, 1e3),
+@given(beta=st.floats(0, 1e4, allow_nan=False), lr=st.floats(1e-12, 1), tis_cap=st.none() | st.floats(1e-6, 1e3),
        quant=st.sampled_from([None, '4bit', '8bit']), mods=st.lists(_name, min_size=1, max_size=5),
        out=st.none() | _path, flag=st.booleans(), seed=st.integers(0, 2**32 - 1), is_mode=st.sampled_from(IS_MODES))
 def test_yaml_round_trip_property(beta, lr, tis_cap, quant, mods, out, flag, seed, is_mode):

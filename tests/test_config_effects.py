@@ -3,7 +3,7 @@ its weights, its files or its log, or it is refused with a clear error on this m
 fails `test_every_field_has_a_probe`; the only exceptions are in METADATA, each with its reason.
 
 Each probe trains two steps of the built-in tiny model (about a second) and compares a fingerprint of the run."""
-import hashlib, json, math, shutil
+import hashlib, json, math, shutil, time
 from pathlib import Path
 
 import pytest, torch
@@ -85,7 +85,8 @@ if not torch.cuda.is_available():
     REFUSED['device'] = ('cuda', {}, "device='cuda' but this machine has no CUDA GPU")
 else:
     CHANGES['device'] = ('cuda', {})
-CUSTOM = ('model_name_or_path', 'gradient_checkpointing', 'max_nonfinite_steps', 'train_file', 'reward', 'output_dir')
+CUSTOM = ('model_name_or_path', 'gradient_checkpointing', 'max_nonfinite_steps', 'train_file', 'reward', 'output_dir',
+          'reward_timeout', 'max_reward_error_batches')
 
 
 def _cfg(tmp_path, name, **kw):
@@ -201,3 +202,36 @@ def test_output_dir(tmp_path):
     tr.train(progress=False)
     assert tr.run_dir == tmp_path / 'here' and (tmp_path / 'here' / 'metrics.jsonl').exists()
     assert (tmp_path / 'here' / 'checkpoints' / 'step-000002').is_dir()
+
+
+def test_reward_timeout(tmp_path):
+    "A reward that takes 0.5 s from its second batch on: over a 0.2 s limit its batch fails; under the default it scores."
+    def slow(completions, **kw):
+        slow.calls += 1
+        if slow.calls > 1: time.sleep(0.5)
+        return [1.0] * len(completions)
+    slow.calls = 0
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        hist = Trainer(_cfg(tmp_path, 'a', reward_timeout=0.2), reward_funcs=[slow]).train(progress=False)
+    assert [m['reward/errors'] for m in hist] == [0, 16]
+    slow.calls = 0
+    assert [m['reward/errors'] for m in Trainer(_cfg(tmp_path, 'b'), reward_funcs=[slow]).train(progress=False)] == [0, 0]
+
+
+@pytest.mark.parametrize('limit, stops', [(1, True), (3, False)])
+def test_max_reward_error_batches(tmp_path, limit, stops):
+    from flowrl_nb.rewards import RewardError
+    def down(completions, **kw):
+        down.calls += 1
+        if down.calls > 1: raise ConnectionError('down')
+        return [1.0] * len(completions)
+    down.calls = 0
+    import warnings
+    tr = Trainer(_cfg(tmp_path, 'run', max_reward_error_batches=limit), reward_funcs=[down])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        if stops:
+            with pytest.raises(RewardError, match='every sample of the last 1 batch'): tr.train(progress=False)
+        else: assert len(tr.train(progress=False)) == 2

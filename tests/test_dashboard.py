@@ -161,7 +161,7 @@ KERNEL_NB = [
     '''
     dash.controls['temperature'].value = 0.0
     assert dash.controls['temperature'].value == 1.0
-    assert 'temperature must be > 0, got 0.0' in html.unescape(dash._errors['temperature'].value)
+    assert 'temperature must be in [0.001, 100], got 0.0' in html.unescape(dash._errors['temperature'].value)
     assert 'temperature' not in tr.controls.pending
     dash.controls['is_mode'].value = 'clip'                          # clip: the ε controls appear, the cap goes
     assert dash._rows['epsilon'].layout.display is None and dash._rows['is_cap'].layout.display == 'none'
