@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_code_reward.ipynb #46e243dd
 from __future__ import annotations
-import ast, json, math, os, pwd, queue, re, select, shutil, signal, subprocess, sys, tempfile, time
+import ast, fcntl, grp, json, math, os, pwd, queue, re, select, shutil, signal, stat, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -254,39 +254,99 @@ def _python_for(uid:int|None) -> str:
         if ok and os.stat(c).st_mode & 0o001: return c
     raise RuntimeError('no Python executable the unprivileged sandbox user can run (tried ' + ', '.join(filter(None, cands)) + ')')
 
+# %% ../nbs/15_code_reward.ipynb #af44c873
+_UID_LOCK_DIR = '/run/flowrl_nb-sandbox'  # one lock file per sandbox uid (root only; /tmp/flowrl_nb-sandbox-uids without /run)
+
+def _is_account(uid:int) -> bool:
+    "Whether `uid` is a user's uid or a group's gid on this machine (a sandbox must never run as, or kill, an account)."
+    for get in (pwd.getpwuid, grp.getgrgid):
+        try: get(uid); return True
+        except KeyError: pass
+    return False
+
+def _lock_dir() -> str:
+    "The uid locks' folder, created root-only; refused if anybody else could write to it."
+    d = _UID_LOCK_DIR if os.path.isdir(os.path.dirname(_UID_LOCK_DIR)) else os.path.join(tempfile.gettempdir(), 'flowrl_nb-sandbox-uids')
+    try: os.mkdir(d, 0o700)
+    except FileExistsError: pass
+    st = os.lstat(d)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise RuntimeError(f'{d} holds the sandbox uid locks and must be a directory owned by root and writable only by it, '
+                           f'got {stat.filemode(st.st_mode)} owned by uid {st.st_uid}; remove it (it is re-created)')
+    return d
+
+def _claim_uids(base:int, count:int, n:int) -> tuple[list, list]:
+    "Lock `n` free uids among `base … base + count - 1`: (uids, lock fds). A uid stays ours while its fd is open — never longer than this process."
+    d, uids, fds, busy, accounts = _lock_dir(), [], [], 0, 0
+    for u in range(base, base + count):
+        if len(uids) == n: break
+        if _is_account(u): accounts += 1; continue
+        fd = os.open(os.path.join(d, f'uid-{u}.lock'), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: exclusive between sandboxes of one process too
+        except BlockingIOError: os.close(fd); busy += 1; continue
+        os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode())  # who holds it, for a human looking
+        uids.append(u); fds.append(fd)
+    if len(uids) < n:
+        for fd in fds: os.close(fd)
+        raise RuntimeError(f'a sandbox with {n} workers needs {n} free uids, but only {len(uids)} of the {count} uids '
+                           f'{base}..{base + count - 1} are free ({busy} held by other live sandboxes, {accounts} belong to '
+                           f'accounts or groups); close sandboxes you no longer use (Sandbox.close()), lower workers, or '
+                           f'raise uid_range / choose another uid_base')
+    return uids, fds
+
 # %% ../nbs/15_code_reward.ipynb #02a768ec
 class Sandbox:
     "Run untrusted Python with limits, in parallel slots; each slot has its own unprivileged uid when run as root."
     def __init__(self,
                  limits:SandboxLimits|None=None, # per-run limits
                  workers:int=4, # parallel slots
-                 uid_base:int=61000, # slot k runs as uid uid_base + k (root only); these uids must be unused
+                 uid_base:int=61000, # as root, slot uids come from uid_base … uid_base + uid_range - 1; these uids must be unused
                  network:bool=False, # True skips network isolation (never for model code)
+                 uid_range:int=256, # how many uids, from uid_base, all sandboxes on this machine share (one sandbox per uid at a time)
                 ):
+        self._uid_locks, self.uids, self.closed = [], [], False  # so that close() works whatever fails below
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f'workers must be an integer >= 1, got {workers!r}')
-        self.limits, self.workers = limits or SandboxLimits(), workers
+        for k, v, lo in (('uid_base', uid_base, 1000), ('uid_range', uid_range, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f'{k} must be an integer >= {lo}, got {v!r}')
+        if uid_base + uid_range > 2**31 - 1:
+            raise ValueError(f'uid_base + uid_range must stay below 2**31 - 1, got {uid_base} + {uid_range}; lower them')
+        self.limits, self.workers, self.uid_base, self.uid_range = limits or SandboxLimits(), workers, uid_base, uid_range
         self.root = os.geteuid() == 0
-        self.uids = [uid_base + k for k in range(workers)] if self.root else [None] * workers
-        for u in self.uids:
-            if u is None: continue
-            try: name = pwd.getpwuid(u).pw_name
-            except KeyError: name = None
-            if name is not None or u < 1000:
-                raise ValueError(f'uid_base={uid_base}: uid {u} belongs to the account {name!r}; choose unused uids for the sandbox')
-            _kill_uid(u)  # leftovers of an earlier, crashed process
-        self.python = _python_for(self.uids[0])
-        self.netns = self.mountns = self.root
-        self.isolate_network = not network
-        self._slots = queue.Queue()  # free slots; a run holds one, so parallel runs never share a uid
-        for k in range(workers): self._slots.put(k)
-        self.protections = self._probe()
+        if self.root:
+            self.uids, self._uid_locks = _claim_uids(uid_base, uid_range, workers)
+            for u in self.uids: _kill_uid(u)  # leftovers of a crashed earlier holder: nobody else may hold this uid now
+        else: self.uids = [None] * workers
+        try:
+            self.python = _python_for(self.uids[0])
+            self.netns = self.mountns = self.root
+            self.isolate_network = not network
+            self._slots = queue.Queue()  # free slots; a run holds one, so parallel runs never share a uid
+            for k in range(workers): self._slots.put(k)
+            self.protections = self._probe()
+        except BaseException:
+            self.close(); raise
+
+    def close(self):
+        "Give the uids back (after killing anything left of theirs). Call it when no run is in progress; the sandbox cannot run afterwards."
+        locks, self._uid_locks, self.closed = self._uid_locks, [], True
+        for u, fd in zip(self.uids, locks):
+            _kill_uid(u)
+            os.close(fd)
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+    def __del__(self):
+        try: self.close()
+        except Exception: pass
 
     def __repr__(self): return f'Sandbox(workers={self.workers}, {self.limits}, protections={self.protections})'
 
 # %% ../nbs/15_code_reward.ipynb #b51ba3eb
 def _run(self:Sandbox, files:dict, mode:str, stdin:str='', slot:int|None=None, netns=None, mountns=None) -> RunResult:
     "Run `solution.py` (mode 'main') or the expression checks (mode 'checks') once, in `slot` (None: a free one)."
+    if self.closed: raise RuntimeError('this Sandbox is closed (its uids may belong to another sandbox now); create a new one')
     if slot is None:  # never share a slot (its uid) between two runs: the clean-up kills everything of that uid
         slot = self._slots.get()
         try: return self.run(files, mode, stdin, slot, netns, mountns)
@@ -395,7 +455,8 @@ def _probe(self:Sandbox) -> dict:
     forked = int(got.get('forked', -1))
     uid = self.uids[0]
     return {
-        'user': f'uid {uid} (unprivileged, one per slot)' if uid is not None else f'uid {os.getuid()} (the current user: not root, so no separate user)',
+        'user': (f'uids {", ".join(map(str, self.uids))} (unprivileged, one per slot, each locked for this sandbox)' if uid is not None
+                 else f'uid {os.getuid()} (the current user: not root, so no separate user)'),
         'network': ('network namespace (no interfaces)' if self.netns and self.isolate_network else
                     'sockets disabled in the child\'s Python (weak)' if self.isolate_network else 'not isolated') +
                    (f'; probe: {got.get("net", "?")}'),

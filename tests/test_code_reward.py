@@ -1,6 +1,6 @@
 """flowrl_nb.code_reward: hostile programs end within their limits with reward 0 and a recorded reason, and leave the
 host unharmed; a trainer whose reward runs them keeps going."""
-import os, secrets, socket, subprocess, sys, tempfile, threading, time
+import os, secrets, socket, subprocess, sys, tempfile, textwrap, threading, time
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ from flowrl_nb.code_reward import (CodeReward, Sandbox, SandboxLimits, _uid_proc
                                    score_program, stdout_matches, values_match)
 
 IS_ROOT = os.geteuid() == 0
+REPO = Path(__file__).resolve().parents[1]
 LIMITS = SandboxLimits(time_limit=3.0, memory_mb=512, processes=32)
 ADD_TESTS = 'assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(20, 22) == 42'
 STDIO_TESTS = [{'input': '1 2\n', 'output': '3\n'}, {'input': '20 22\n', 'output': '42\n'}]
@@ -26,7 +27,8 @@ def test_protections_active_on_this_machine(sandbox):
     assert p['nproc_enforced'], p          # the bounded fork probe was stopped by RLIMIT_NPROC
     assert 'blocked' in p['network'], p
     if IS_ROOT:
-        assert p['user'].startswith('uid 61000') and p['network'].startswith('network namespace')
+        assert all(61000 <= u < 61000 + sandbox.uid_range for u in sandbox.uids) and len(set(sandbox.uids)) == 4, p
+        assert p['user'].startswith('uids ') and p['network'].startswith('network namespace')
         assert not p['host_tmp_visible'] and p['filesystem'].startswith('private tmpfs')
 
 
@@ -231,6 +233,90 @@ def test_parallel_mix_scores_each_correctly(sandbox):
     assert reward(completions=comps, tests=[ADD_TESTS] * 8) == [1.0, 0.0] * 4
     print(f'\n8 programs (4 loop until the {LIMITS.time_limit}s limit) on 4 slots: {time.monotonic() - t0:.1f}s')
     assert_no_leftovers(sandbox)
+
+
+def wait_for_uid_processes(uids, n=1, timeout=20):
+    "Wait until the sandbox uids `uids` run at least `n` processes (the program has really started)."
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if sum(len(_uid_processes(u)) for u in uids if u is not None) >= n: return True
+        time.sleep(0.02)
+    return False
+
+
+# ------------------------------------------------------------------ issue 13: concurrent sandboxes
+SLOW_ADD = 'import time\ntime.sleep(1.5)\ndef add(a, b): return a + b'   # correct, and still running a while
+
+
+def test_second_sandbox_in_this_process_leaves_the_first_running(sandbox):
+    "A correct program scored 0 while a second sandbox with the same uid_base was created (its __init__ killed the uids)."
+    got = {}
+    th = threading.Thread(target=lambda: got.update(first=score_program(sandbox, SLOW_ADD, ADD_TESTS)))
+    th.start()
+    assert wait_for_uid_processes(sandbox.uids) or not IS_ROOT
+    second = Sandbox(LIMITS, workers=4)          # same uid_base as the fixture's, while its program runs
+    try:
+        r2 = score_program(second, SLOW_ADD, ADD_TESTS)
+        th.join(30)
+        assert (got['first'].reason, r2.reason) == ('passed', 'passed'), (got, r2)
+        if IS_ROOT: assert not set(second.uids) & set(sandbox.uids), (second.uids, sandbox.uids)
+    finally:
+        th.join(30)
+        getattr(second, 'close', lambda: None)()
+
+
+CHILD_SANDBOX = textwrap.dedent(f"""
+    import sys
+    from flowrl_nb.code_reward import Sandbox, SandboxLimits, score_program
+    print('ready', flush=True); sys.stdin.readline()
+    sb = Sandbox(SandboxLimits(time_limit=5), workers=4)
+    print('uids', sb.uids, flush=True)
+    print('reason', score_program(sb, {SLOW_ADD!r}, {ADD_TESTS!r}).reason, flush=True)
+""")
+
+
+def spawn_trainer(code, **kw):
+    "A second trainer process running `code`; it imports the same flowrl_nb as this test (cwd and PYTHONPATH)."
+    import flowrl_nb
+    here = str(Path(flowrl_nb.__file__).resolve().parents[1])
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([here, *filter(None, [os.environ.get('PYTHONPATH')])])}
+    return subprocess.Popen([sys.executable, '-c', code], cwd=here, env=env, text=True, **kw)
+
+
+def test_sandbox_in_another_process_leaves_this_one_running(sandbox):
+    "Two processes (two trainers, or a trainer and an evaluation) with the same uid_base run programs at the same time."
+    child = spawn_trainer(CHILD_SANDBOX, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == 'ready', child.stderr.read()
+        got = {}
+        th = threading.Thread(target=lambda: got.update(mine=score_program(sandbox, SLOW_ADD, ADD_TESTS)))
+        th.start()
+        assert wait_for_uid_processes(sandbox.uids) or not IS_ROOT
+        child.stdin.write('go\n'); child.stdin.flush()      # the other process creates its sandbox now
+        out, err = child.communicate(timeout=60)
+        th.join(30)
+        print('\nother process:', out)
+        assert got['mine'].reason == 'passed', got
+        assert 'reason passed' in out, (out, err)
+    finally:
+        if child.poll() is None: child.kill(); child.wait()
+
+
+@needs_separate_user
+def test_uid_slots_are_claimed_and_given_back(sandbox):
+    "The fixture holds 61000..61003: a range of four has nothing left; a closed sandbox's uids are free again."
+    if sandbox.uids != list(range(61000, 61004)): pytest.skip(f'another process holds some of 61000..61003: {sandbox.uids}')
+    with pytest.raises(RuntimeError, match=r'only 0 of the 4 uids 61000\.\.61003 are free \(4 held by other live sandboxes'):
+        Sandbox(LIMITS, workers=1, uid_range=4)
+    with Sandbox(LIMITS, workers=2, uid_range=8) as other:
+        taken = other.uids
+        assert set(taken) <= set(range(61004, 61008)), taken
+    assert other.closed
+    with pytest.raises(RuntimeError, match='this Sandbox is closed'):
+        other.run({'solution.py': 'print(1)'}, 'main')
+    again = Sandbox(LIMITS, workers=2, uid_range=8)
+    try: assert again.uids == taken
+    finally: again.close()
 
 
 # ------------------------------------------------------------------ pure helpers
