@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_code_reward.ipynb #46e243dd
 from __future__ import annotations
-import ast, json, math, os, pwd, queue, re, select, shutil, signal, subprocess, sys, tempfile, time
+import ast, fcntl, functools, glob, grp, json, math, os, pwd, queue, re, select, shutil, signal, socket, stat, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -110,32 +110,38 @@ def values_match(got, expected) -> bool:
 
 # %% ../nbs/15_code_reward.ipynb #4594dfe9
 _LAUNCHER = r'''
-import ctypes, json, os, resource, sys
+import json, os, resource, sys
 cfg = json.loads(sys.argv[1])
 def fail(msg):
     os.write(2, ('sandbox setup failed: ' + msg + '\n').encode()); os._exit(125)
 try:
-    files = {}
-    for name, path in cfg['files'].items():
-        with open(path, 'rb') as f: files[name] = f.read()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    if cfg['netns'] and libc.unshare(0x40000000) != 0: fail('unshare(CLONE_NEWNET) errno %d' % ctypes.get_errno())
+    with os.fdopen(cfg['bundle_fd'], 'rb') as f: files = json.loads(f.read())  # the program files, from the parent
     work = cfg['workdir']
-    if cfg['mountns']:
-        if libc.unshare(0x00020000) != 0: fail('unshare(CLONE_NEWNS) errno %d' % ctypes.get_errno())
-        if libc.mount(b'none', b'/', None, 16384 | (1 << 18), None) != 0: fail('mount --make-rprivate / errno %d' % ctypes.get_errno())
-        for d, mb in cfg['tmpfs']:
-            if os.path.isdir(d) and libc.mount(b'tmpfs', d.encode(), b'tmpfs', 2 | 4, ('size=%dm,mode=1777' % mb).encode()) != 0:
-                fail('mount tmpfs on %s errno %d' % (d, ctypes.get_errno()))
-        os.mkdir(work, 0o700)
+    if cfg['netns'] or cfg['mountns']:  # the fallback without bubblewrap: namespaces and mounts by hand
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        if cfg['netns'] and libc.unshare(0x40000000) != 0: fail('unshare(CLONE_NEWNET) errno %d' % ctypes.get_errno())
+        if cfg['mountns']:
+            if libc.unshare(0x00020000) != 0: fail('unshare(CLONE_NEWNS) errno %d' % ctypes.get_errno())
+            if libc.mount(b'none', b'/', None, 16384 | (1 << 18), None) != 0: fail('mount --make-rprivate / errno %d' % ctypes.get_errno())
+            for d, mb in cfg['tmpfs']:
+                if os.path.isdir(d) and libc.mount(b'tmpfs', d.encode(), b'tmpfs', 2 | 4, ('size=%dm,mode=1777' % mb).encode()) != 0:
+                    fail('mount tmpfs on %s errno %d' % (d, ctypes.get_errno()))
+    if cfg['lo_down']:  # bwrap sets the new network namespace's loopback up: undo it, so there is no network at all
+        import fcntl, socket, struct
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s, 0x8916, struct.pack('16sH2s4s16x', b'lo', socket.AF_INET, b'', b''))  # SIOCSIFADDR 0.0.0.0: drop 127.0.0.1
+            flags = struct.unpack('16sh22x', fcntl.ioctl(s, 0x8913, struct.pack('16sh22x', b'lo', 0)))[1]  # SIOCGIFFLAGS
+            fcntl.ioctl(s, 0x8914, struct.pack('16sh22x', b'lo', flags & ~1))  # SIOCSIFFLAGS without IFF_UP
+    if cfg['mkdir']: os.mkdir(work, 0o700)
     uid, gid = cfg['uid'], cfg['gid']
-    for name, data in files.items():
+    for name, text in files.items():
         p = os.path.join(work, name)
-        with open(p, 'wb') as f: f.write(data)
+        with open(p, 'wb') as f: f.write(text.encode('utf-8'))
         if uid is not None: os.chown(p, uid, gid)
+    os.chdir(work)  # before the chown: with bwrap the launcher has no CAP_DAC_OVERRIDE to enter the user's 0700 folder
     if uid is not None: os.chown(work, uid, gid)
-    os.chdir(work)
     for name, value in cfg['rlimits']:
         resource.setrlimit(getattr(resource, name), (value, value))
     if uid is not None:
@@ -254,71 +260,211 @@ def _python_for(uid:int|None) -> str:
         if ok and os.stat(c).st_mode & 0o001: return c
     raise RuntimeError('no Python executable the unprivileged sandbox user can run (tried ' + ', '.join(filter(None, cands)) + ')')
 
+# %% ../nbs/15_code_reward.ipynb #29e5d3b0
+_UID_LOCK_DIR = '/run/flowrl_nb-sandbox'  # one lock file per sandbox uid (root only; /tmp/flowrl_nb-sandbox-uids without /run)
+
+def _is_account(uid:int) -> bool:
+    "Whether `uid` is a user's uid or a group's gid on this machine (a sandbox must never run as, or kill, an account)."
+    for get in (pwd.getpwuid, grp.getgrgid):
+        try: get(uid); return True
+        except KeyError: pass
+    return False
+
+def _lock_dir() -> str:
+    "The uid locks' folder, created root-only; refused if anybody else could write to it."
+    d = _UID_LOCK_DIR if os.path.isdir(os.path.dirname(_UID_LOCK_DIR)) else os.path.join(tempfile.gettempdir(), 'flowrl_nb-sandbox-uids')
+    try: os.mkdir(d, 0o700)
+    except FileExistsError: pass
+    st = os.lstat(d)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise RuntimeError(f'{d} holds the sandbox uid locks and must be a directory owned by root and writable only by it, '
+                           f'got {stat.filemode(st.st_mode)} owned by uid {st.st_uid}; remove it (it is re-created)')
+    return d
+
+def _claim_uids(base:int, count:int, n:int) -> tuple[list, list]:
+    "Lock `n` free uids among `base … base + count - 1`: (uids, lock fds). A uid stays ours while its fd is open — never longer than this process."
+    d, uids, fds, busy, accounts = _lock_dir(), [], [], 0, 0
+    for u in range(base, base + count):
+        if len(uids) == n: break
+        if _is_account(u): accounts += 1; continue
+        fd = os.open(os.path.join(d, f'uid-{u}.lock'), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: exclusive between sandboxes of one process too
+        except BlockingIOError: os.close(fd); busy += 1; continue
+        os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode())  # who holds it, for a human looking
+        uids.append(u); fds.append(fd)
+    if len(uids) < n:
+        for fd in fds: os.close(fd)
+        raise RuntimeError(f'a sandbox with {n} workers needs {n} free uids, but only {len(uids)} of the {count} uids '
+                           f'{base}..{base + count - 1} are free ({busy} held by other live sandboxes, {accounts} belong to '
+                           f'accounts or groups); close sandboxes you no longer use (Sandbox.close()), lower workers, or '
+                           f'raise uid_range / choose another uid_base')
+    return uids, fds
+
+# %% ../nbs/15_code_reward.ipynb #a475e5e1
+def _resolve(path:str, links:dict, depth:int=0) -> str:
+    "The real path of `path`; every symlink met on the way goes into `links` (link -> its target)."
+    if depth > 40: raise OSError(f'too many levels of symbolic links in {path}')
+    parts, cur = Path(os.path.abspath(path)).parts[1:], '/'
+    for i, part in enumerate(parts):
+        nxt = os.path.join(cur, part)
+        if os.path.islink(nxt):
+            links[nxt] = os.readlink(nxt)
+            return _resolve(os.path.join(cur, links[nxt], *parts[i + 1:]), links, depth + 1)
+        cur = nxt
+    return cur
+
+def _view_args(files=(), dirs=(), libs=(), hide=()) -> list:
+    "bwrap arguments showing `files` and `dirs`, and the folders holding `libs`, read-only where they are on the host; `hide` gets an empty tmpfs."
+    links = {}
+    binds = {_resolve(p, links) for p in [*files, *dirs]} | {os.path.dirname(_resolve(p, links)) for p in libs}
+    keep = []
+    for b in sorted(binds):
+        if not any(b.startswith(k.rstrip('/') + '/') for k in keep): keep.append(b)
+    inside = lambda p: any(p.startswith(k + '/') for k in keep)
+    links = {l: t for l, t in links.items() if not inside(l)}  # a link inside a bound folder comes with it
+    # bwrap creates missing parent folders 0700, which the sandbox user could not cross: create them 0755 first
+    parents = {str(q) for p in [*keep, *links] for q in Path(p).parents if str(q) != '/'} - set(keep)
+    args = [x for d in sorted(parents, key=lambda s: (s.count('/'), s)) for x in ('--perms', '0755', '--dir', d)]
+    args += [x for b in keep for x in ('--ro-bind', b, b)]
+    args += [x for l, t in sorted(links.items()) for x in ('--symlink', t, l)]
+    return args + [x for h in hide for x in ('--tmpfs', h, '--remount-ro', h)]
+
+_VIEW_PROBE = ("import json, sys, sysconfig; p = sysconfig.get_paths()\n"
+               "print(json.dumps([p['stdlib'], p['platstdlib'], sysconfig.get_config_var('DESTSHARED') or '']))")
+
+@functools.lru_cache(maxsize=None)
+def _python_view(python:str) -> tuple[str, tuple]:
+    "(real path, bwrap arguments) of what `python` needs, read-only: the interpreter, its standard library (without site-packages), the folders of its shared libraries."
+    exe = os.path.realpath(python)
+    stdlib, platstdlib, dynload = json.loads(subprocess.run([exe, '-I', '-S', '-c', _VIEW_PROBE], capture_output=True,
+                                                            text=True, timeout=60, check=True).stdout)
+    ldd = shutil.which('ldd') or shutil.which('ldd', path='/usr/bin:/bin')
+    if ldd is None: raise FileNotFoundError(f"ldd (Debian's libc-bin) is needed to find the shared libraries of {exe}")
+    sos = sorted(glob.glob(os.path.join(dynload, '*.so'))) if dynload and os.path.isdir(dynload) else []
+    out = subprocess.run([ldd, exe, *sos], capture_output=True, text=True, timeout=120).stdout
+    libs = sorted(set(re.findall(r'(/\S+) \(0x[0-9a-f]+\)', out)))  # "libm.so.6 => /lib/.../libm.so.6 (0x..)" and the loader
+    if not libs: raise RuntimeError(f'ldd found no shared libraries for {exe}:\n{out[:500]}')
+    hide = [p for p in {os.path.join(stdlib, 'site-packages'), os.path.join(platstdlib, 'site-packages')} if os.path.isdir(p)]
+    return exe, tuple(_view_args([exe], {stdlib, platstdlib}, libs, sorted(hide)))
+
 # %% ../nbs/15_code_reward.ipynb #02a768ec
 class Sandbox:
     "Run untrusted Python with limits, in parallel slots; each slot has its own unprivileged uid when run as root."
     def __init__(self,
                  limits:SandboxLimits|None=None, # per-run limits
                  workers:int=4, # parallel slots
-                 uid_base:int=61000, # slot k runs as uid uid_base + k (root only); these uids must be unused
+                 uid_base:int=61000, # as root, slot uids come from uid_base … uid_base + uid_range - 1; these uids must be unused
                  network:bool=False, # True skips network isolation (never for model code)
+                 uid_range:int=256, # how many uids, from uid_base, all sandboxes on this machine share (one sandbox per uid at a time)
+                 isolation:str='auto', # 'bwrap' (bubblewrap, or an error), 'unshare' (the built-in fallback), 'auto' (bwrap if it works here)
                 ):
+        self._uid_locks, self.uids, self.closed = [], [], False  # so that close() works whatever fails below
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f'workers must be an integer >= 1, got {workers!r}')
-        self.limits, self.workers = limits or SandboxLimits(), workers
+        for k, v, lo in (('uid_base', uid_base, 1000), ('uid_range', uid_range, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f'{k} must be an integer >= {lo}, got {v!r}')
+        if uid_base + uid_range > 2**31 - 1:
+            raise ValueError(f'uid_base + uid_range must stay below 2**31 - 1, got {uid_base} + {uid_range}; lower them')
+        if isolation not in ('auto', 'bwrap', 'unshare'):
+            raise ValueError(f"isolation must be 'auto', 'bwrap' or 'unshare', got {isolation!r}")
+        self.limits, self.workers, self.uid_base, self.uid_range = limits or SandboxLimits(), workers, uid_base, uid_range
         self.root = os.geteuid() == 0
-        self.uids = [uid_base + k for k in range(workers)] if self.root else [None] * workers
-        for u in self.uids:
-            if u is None: continue
-            try: name = pwd.getpwuid(u).pw_name
-            except KeyError: name = None
-            if name is not None or u < 1000:
-                raise ValueError(f'uid_base={uid_base}: uid {u} belongs to the account {name!r}; choose unused uids for the sandbox')
-            _kill_uid(u)  # leftovers of an earlier, crashed process
-        self.python = _python_for(self.uids[0])
-        self.netns = self.mountns = self.root
-        self.isolate_network = not network
-        self._slots = queue.Queue()  # free slots; a run holds one, so parallel runs never share a uid
-        for k in range(workers): self._slots.put(k)
-        self.protections = self._probe()
+        if self.root:
+            self.uids, self._uid_locks = _claim_uids(uid_base, uid_range, workers)
+            for u in self.uids: _kill_uid(u)  # leftovers of a crashed earlier holder: nobody else may hold this uid now
+        else: self.uids = [None] * workers
+        try:
+            self.python = _python_for(self.uids[0])
+            self.netns = self.mountns = self.root
+            self.isolate_network = not network
+            self._slots = queue.Queue()  # free slots; a run holds one, so parallel runs never share a uid
+            for k in range(workers): self._slots.put(k)
+            self.bwrap, self.bwrap_error = None, None
+            if isolation != 'unshare': self._find_bwrap()
+            self.protections = self._probe()
+            if isolation == 'bwrap' and self.bwrap is None:
+                raise RuntimeError(f"isolation='bwrap' but bubblewrap cannot be used here: {self.bwrap_error}; "
+                                   "install it (Debian: apt-get install bubblewrap) or pass isolation='auto'")
+        except BaseException:
+            self.close(); raise
+
+    def _find_bwrap(self):
+        "Use bubblewrap if it is installed and the sandbox Python's view can be built."
+        exe = shutil.which('bwrap') or shutil.which('bwrap', path='/usr/bin:/bin')
+        if exe is None: self.bwrap_error = 'bwrap is not installed (Debian: apt-get install bubblewrap)'; return
+        try: self.python_real, self._view = _python_view(self.python)
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as e:
+            self.bwrap_error = f'cannot list what {self.python} needs: {type(e).__name__}: {e}'; return
+        self.bwrap = exe
+
+    def close(self):
+        "Give the uids back (after killing anything left of theirs). Call it when no run is in progress; the sandbox cannot run afterwards."
+        locks, self._uid_locks, self.closed = self._uid_locks, [], True
+        for u, fd in zip(self.uids, locks):
+            _kill_uid(u)
+            os.close(fd)
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+    def __del__(self):
+        try: self.close()
+        except Exception: pass
 
     def __repr__(self): return f'Sandbox(workers={self.workers}, {self.limits}, protections={self.protections})'
+
+# %% ../nbs/15_code_reward.ipynb #0ed0c2a0
+def _bwrap_argv(self:Sandbox, netns:bool) -> list:
+    "The bubblewrap command line up to the launcher: namespaces, the read-only view, /dev, /proc, a private /tmp."
+    a = [self.bwrap, '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try', '--hostname', 'sandbox',
+         '--die-with-parent', '--new-session', '--clearenv', '--setenv', 'PATH', '/usr/bin:/bin', '--setenv', 'LANG', 'C.UTF-8']
+    if netns: a.append('--unshare-net')
+    a += [*self._view, '--dev', '/dev', '--proc', '/proc', '--size', str(int(self.limits.tmpfs_mb) << 20), '--perms', '1777',
+          '--tmpfs', '/tmp']
+    if self.root:  # what the launcher needs (net_admin: to take the loopback down); all are gone after its setuid
+        a += ['--cap-drop', 'ALL', *[x for c in ('CAP_CHOWN', 'CAP_SETUID', 'CAP_SETGID', 'CAP_NET_ADMIN') for x in ('--cap-add', c)]]
+    return a + ['--chdir', '/', '--']
+Sandbox._bwrap_argv = _bwrap_argv
 
 # %% ../nbs/15_code_reward.ipynb #b51ba3eb
 def _run(self:Sandbox, files:dict, mode:str, stdin:str='', slot:int|None=None, netns=None, mountns=None) -> RunResult:
     "Run `solution.py` (mode 'main') or the expression checks (mode 'checks') once, in `slot` (None: a free one)."
+    if self.closed: raise RuntimeError('this Sandbox is closed (its uids may belong to another sandbox now); create a new one')
     if slot is None:  # never share a slot (its uid) between two runs: the clean-up kills everything of that uid
         slot = self._slots.get()
         try: return self.run(files, mode, stdin, slot, netns, mountns)
         finally: self._slots.put(slot)
     L, uid = self.limits, self.uids[slot]
-    netns = self.netns and self.isolate_network if netns is None else netns
-    mountns = self.mountns if mountns is None else mountns
+    bwrap = self.bwrap is not None
+    netns = (bwrap or self.netns) and self.isolate_network if netns is None else netns
+    mountns = (self.mountns and not bwrap) if mountns is None else mountns
     host = tempfile.mkdtemp(prefix='flowrl_sbx_')  # root-only (0700): the staging area and, without mount ns, the run dir
     t0 = time.monotonic()
     r_fd = w_fd = None
     try:
-        staged = {}
-        for name, text in {**files, '_boot.py': _BOOT}.items():
-            p = os.path.join(host, 'in_' + name); Path(p).write_text(text); staged[name] = p
+        bundle = os.path.join(host, 'bundle.json'); Path(bundle).write_text(json.dumps({**files, '_boot.py': _BOOT}))
         inp = os.path.join(host, 'stdin.txt'); Path(inp).write_text(stdin)
-        work = '/tmp/run' if mountns else os.path.join(host, 'run')
-        if not mountns: os.mkdir(work)
-        argv = [self.python, '-I', '_boot.py', mode, '0' if netns or not self.isolate_network else '1']
-        pass_fds = ()
+        work = '/tmp/run' if mountns or bwrap else os.path.join(host, 'run')
+        python = self.python_real if bwrap else self.python
+        argv = [python, '-I', '_boot.py', mode, '0' if netns or not self.isolate_network else '1']
         if mode == 'checks':
-            r_fd, w_fd = os.pipe(); argv.append(str(w_fd)); pass_fds = (w_fd,)
-        cfg = dict(files=staged, netns=netns, mountns=mountns, workdir=work, uid=uid, gid=uid,
-                   tmpfs=[(d, L.tmpfs_mb if d == '/tmp' else 16) for d in _TMPFS], rlimits=L.rlimits(),
-                   python=self.python, argv=argv, env={'PATH': '/usr/bin:/bin', 'LANG': 'C.UTF-8', 'HOME': work,
-                                                       'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONHASHSEED': '0'})
-        if not mountns and uid is not None: os.chmod(host, 0o711)  # the run dir inside must be reachable
-        with open(inp, 'rb') as fin:
-            proc = subprocess.Popen([sys.executable, '-I', '-S', '-c', _LAUNCHER, json.dumps(cfg)], stdin=fin,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds,
+            r_fd, w_fd = os.pipe(); argv.append(str(w_fd))
+        with open(bundle, 'rb') as fb, open(inp, 'rb') as fin:
+            cfg = dict(bundle_fd=fb.fileno(), netns=netns and not bwrap, mountns=mountns, mkdir=mountns or bwrap or False,
+                       lo_down=netns and bwrap and self.root,
+                       workdir=work, uid=uid, gid=uid, tmpfs=[(d, L.tmpfs_mb if d == '/tmp' else 16) for d in _TMPFS],
+                       rlimits=L.rlimits(), python=python, argv=argv,
+                       env={'PATH': '/usr/bin:/bin', 'LANG': 'C.UTF-8', 'HOME': work, 'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONHASHSEED': '0'})
+            if not cfg['mkdir']:
+                os.mkdir(work)
+                if uid is not None: os.chmod(host, 0o711)  # the run dir inside must be reachable
+            launch = [python, '-I', '-S', '-c', _LAUNCHER, json.dumps(cfg)]
+            cmd = self._bwrap_argv(netns) + launch if bwrap else [sys.executable, *launch[1:]]
+            proc = subprocess.Popen(cmd, stdin=fin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    pass_fds=(fb.fileno(),) + ((w_fd,) if w_fd is not None else ()),
                                     start_new_session=True, env={'PATH': '/usr/bin:/bin', 'LANG': 'C.UTF-8'})
         if w_fd is not None: os.close(w_fd); w_fd = None
-        return self._collect(proc, r_fd, t0, uid)
+        return self._collect(proc, r_fd, t0, uid, bwrap)
     finally:
         for fd in (r_fd, w_fd):
             if fd is not None:
@@ -327,7 +473,7 @@ def _run(self:Sandbox, files:dict, mode:str, stdin:str='', slot:int|None=None, n
         shutil.rmtree(host, ignore_errors=True)
 Sandbox.run = _run
 
-def _collect(self:Sandbox, proc, r_fd, t0:float, uid) -> RunResult:
+def _collect(self:Sandbox, proc, r_fd, t0:float, uid, bwrap:bool=False) -> RunResult:
     "Read stdout/stderr/check lines with caps until EOF or the wall-clock limit; then make sure nothing survives."
     L = self.limits
     o, e = proc.stdout.fileno(), proc.stderr.fileno()
@@ -346,14 +492,16 @@ def _collect(self:Sandbox, proc, r_fd, t0:float, uid) -> RunResult:
         if len(bufs[o]) + len(bufs[e]) > L.output_bytes or \
            (r_fd is not None and len(bufs[r_fd]) > 8 * L.output_bytes):
             reason = 'output_limit'; break
-    try: os.killpg(proc.pid, signal.SIGKILL)
+    try: os.killpg(proc.pid, signal.SIGKILL)  # with bwrap: its pid namespace's init too, so the kernel ends the rest
     except (ProcessLookupError, PermissionError): pass
     try: rc = proc.wait(5)
     except subprocess.TimeoutExpired: rc = None
     if uid is not None: _kill_uid(uid)  # whatever escaped the process group
     proc.stdout.close(); proc.stderr.close()
     err = bytes(bufs[e]).decode('utf-8', 'replace')
-    if reason == 'ok' and rc == 125 and 'sandbox setup failed' in err: reason = 'sandbox_error'
+    if bwrap and rc is not None and rc > 128: rc = 128 - rc  # bwrap reports "killed by signal n" as exit status 128 + n
+    if reason == 'ok' and ((rc == 125 and 'sandbox setup failed' in err) or (bwrap and rc == 1 and err.startswith('bwrap: '))):
+        reason = 'sandbox_error'
     if reason != 'ok': rc = None if reason in ('timeout', 'output_limit') else rc
     lines = []
     if r_fd is not None:
@@ -368,11 +516,14 @@ Sandbox._collect = _collect
 _PROBE = r'''
 import os, socket, time
 print('uid', os.getuid())
-try:
-    s = socket.socket(); s.settimeout(1); s.connect(('127.0.0.1', 9)); print('net', 'open')
-except (ConnectionRefusedError, socket.timeout): print('net', 'open')
+try:  # the parent listens on its loopback: reaching it is reaching the host
+    s = socket.socket(); s.settimeout(1); s.connect(('127.0.0.1', HOSTPORT)); print('net', 'open')
+except socket.timeout: print('net', 'open?', 'timeout')
 except OSError as e: print('net', 'blocked', type(e).__name__, e.errno)
 print('hosttmp', os.path.exists(HOSTTMP))
+print('hostpaths', ','.join(p for p in HOSTPATHS if os.path.exists(p)) or '-')
+print('hostpid', os.path.exists('/proc/%d' % HOSTPID))
+print('caps', [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0])
 kids = 0
 for _ in range(50):
     try: pid = os.fork()
@@ -381,31 +532,50 @@ for _ in range(50):
     kids += 1
 print('forked', kids)
 '''
+_HOST_PATHS = ('/etc/passwd', '/etc/hostname', '/home', '/root', '/var')  # on every host; none belongs in the sandbox
 
 def _probe(self:Sandbox) -> dict:
     "Which protections hold here, measured."
     marker = tempfile.mkdtemp(prefix='flowrl_probe_')  # visible in the host's /tmp
-    saved = self.limits
+    saved, srv = self.limits, socket.socket()
     try:
+        srv.bind(('127.0.0.1', 0)); srv.listen(1)
         self.limits = SandboxLimits(time_limit=20, processes=8)
-        r = self.run({'solution.py': _PROBE.replace('HOSTTMP', repr(marker))}, 'main')
+        code = (_PROBE.replace('HOSTTMP', repr(marker)).replace('HOSTPATHS', repr(_HOST_PATHS))
+                .replace('HOSTPID', str(os.getpid())).replace('HOSTPORT', str(srv.getsockname()[1])))
+        r = self.run({'solution.py': code}, 'main')
     finally:
-        self.limits = saved; shutil.rmtree(marker, ignore_errors=True)
+        self.limits = saved; srv.close(); shutil.rmtree(marker, ignore_errors=True)
     got = dict(line.split(' ', 1) for line in r.stdout.splitlines() if ' ' in line)
-    forked = int(got.get('forked', -1))
-    uid = self.uids[0]
+    if self.bwrap is not None and 'forked' not in got:  # bwrap cannot build a sandbox here (no namespaces?): fall back
+        self.bwrap, self.bwrap_error = None, f'bwrap failed: {(r.stderr.strip().splitlines() or [r.reason])[-1][:300]}'
+        return self._probe()
+    forked, uid, bw = int(got.get('forked', -1)), self.uids[0], self.bwrap is not None
+    seen = [p for p in got.get('hostpaths', '-').split(',') if p != '-']
     return {
-        'user': f'uid {uid} (unprivileged, one per slot)' if uid is not None else f'uid {os.getuid()} (the current user: not root, so no separate user)',
-        'network': ('network namespace (no interfaces)' if self.netns and self.isolate_network else
+        'isolation': (f'bubblewrap ({self.bwrap})' if bw else
+                      f'built-in unshare/mount fallback ({self.bwrap_error or "chosen"})' if self.mountns else
+                      f'none: not root and no bubblewrap ({self.bwrap_error or "chosen"})'),
+        'user': (f'uids {", ".join(map(str, self.uids))} (unprivileged, one per slot, each locked for this sandbox)' if uid is not None
+                 else f'uid {os.getuid()} (the current user: not root, so no separate user)'),
+        'network': ('network namespace (no interfaces)' if (self.netns or bw) and self.root and self.isolate_network else
+                    'network namespace (only a loopback of its own)' if bw and self.isolate_network else
                     'sockets disabled in the child\'s Python (weak)' if self.isolate_network else 'not isolated') +
                    (f'; probe: {got.get("net", "?")}'),
-        'filesystem': 'private tmpfs on ' + ', '.join(_TMPFS) + '; host files read-only to the sandbox user' if self.mountns
-                      else 'a fresh temporary directory; the rest of the file system as the current user sees it',
+        'filesystem': ('read-only: the interpreter, its standard library and shared libraries; a private tmpfs /tmp; '
+                       'nothing else of the host' if bw else
+                       'private tmpfs on ' + ', '.join(_TMPFS) + '; host files read-only to the sandbox user' if self.mountns
+                       else 'a fresh temporary directory; the rest of the file system as the current user sees it'),
+        'read_only_paths': [self._view[i + 1] for i, x in enumerate(self._view) if x == '--ro-bind'] if bw else None,  # None: the host's
+        'host_files_visible': bool(seen),
+        'host_paths_seen': seen,
         'host_tmp_visible': got.get('hosttmp') == 'True',
+        'pid_namespace': got.get('hostpid') == 'False',  # the parent's pid does not exist in the sandbox's /proc
+        'capabilities': got.get('caps', '?'),
         'nproc_enforced': 0 <= forked < 50,
         'probe_forked': forked,
         'rlimits': [n[7:].lower() for n, _ in self.limits.rlimits()],
-        'python': self.python,
+        'python': self.python_real if bw else self.python,
         'probe_reason': r.reason,
     }
 Sandbox._probe = _probe

@@ -1,6 +1,6 @@
 """flowrl_nb.code_reward: hostile programs end within their limits with reward 0 and a recorded reason, and leave the
 host unharmed; a trainer whose reward runs them keeps going."""
-import os, secrets, socket, subprocess, sys, tempfile, threading, time
+import os, secrets, shutil, signal, socket, subprocess, sys, tempfile, textwrap, threading, time
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ from flowrl_nb.code_reward import (CodeReward, Sandbox, SandboxLimits, _uid_proc
                                    score_program, stdout_matches, values_match)
 
 IS_ROOT = os.geteuid() == 0
+REPO = Path(__file__).resolve().parents[1]
 LIMITS = SandboxLimits(time_limit=3.0, memory_mb=512, processes=32)
 ADD_TESTS = 'assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(20, 22) == 42'
 STDIO_TESTS = [{'input': '1 2\n', 'output': '3\n'}, {'input': '20 22\n', 'output': '42\n'}]
@@ -26,8 +27,14 @@ def test_protections_active_on_this_machine(sandbox):
     assert p['nproc_enforced'], p          # the bounded fork probe was stopped by RLIMIT_NPROC
     assert 'blocked' in p['network'], p
     if IS_ROOT:
-        assert p['user'].startswith('uid 61000') and p['network'].startswith('network namespace')
-        assert not p['host_tmp_visible'] and p['filesystem'].startswith('private tmpfs')
+        assert all(61000 <= u < 61000 + sandbox.uid_range for u in sandbox.uids) and len(set(sandbox.uids)) == 4, p
+        assert p['user'].startswith('uids ') and p['network'].startswith('network namespace') and not p['host_tmp_visible']
+        assert p['capabilities'] == '0' * 16, p    # nothing left of root's powers after the drop
+        if shutil.which('bwrap'):                   # tools/test.sh installs it (Debian: bubblewrap)
+            assert p['isolation'].startswith('bubblewrap') and p['pid_namespace'] and not p['host_files_visible'], p
+            assert p['filesystem'].startswith('read-only: the interpreter'), p
+        else:
+            assert p['filesystem'].startswith('private tmpfs') and p['host_files_visible'], p
 
 
 def fenced(code): return f'Here is my solution.\n```python\n{code}\n```\n'
@@ -232,6 +239,204 @@ def test_parallel_mix_scores_each_correctly(sandbox):
     print(f'\n8 programs (4 loop until the {LIMITS.time_limit}s limit) on 4 slots: {time.monotonic() - t0:.1f}s')
     assert_no_leftovers(sandbox)
 
+
+def host_dir(prefix):
+    "A world-writable folder on the host outside every /tmp (which the old sandbox already hid): a canary for escapes."
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir='/var/lib' if os.access('/var/lib', os.W_OK) else None))
+    os.chmod(d, 0o777)
+    return d
+
+
+def wait_for_uid_processes(uids, n=1, timeout=20):
+    "Wait until the sandbox uids `uids` run at least `n` processes (the program has really started)."
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if sum(len(_uid_processes(u)) for u in uids if u is not None) >= n: return True
+        time.sleep(0.02)
+    return False
+
+
+# ------------------------------------------------------------------ issue 13: what the old sandbox let through
+def test_reading_host_files(sandbox):
+    "Reading the tests or the answers off the host's disk is reward hacking: the program sees only the interpreter."
+    answer = 'answer-' + secrets.token_hex(8)
+    answers = REPO / f'.answers_{secrets.token_hex(4)}.txt'       # in the project's checkout, world-readable
+    answers.write_text(answer + '\n'); os.chmod(answers, 0o644)
+    outside = host_dir('flowrl_answers_'); (outside / 'answers.txt').write_text(answer + '\n')
+    os.chmod(outside / 'answers.txt', 0o644)
+    paths = ['/etc/passwd', '/etc/hostname', str(Path(__file__).resolve()), str(answers), str(outside / 'answers.txt'),
+             f'/proc/{os.getpid()}/cmdline']   # the test's own process
+    code = f"""
+import os
+for p in {paths!r}:
+    try: open(p).read(); print('READ', p)
+    except OSError as e: print('DENIED', p, type(e).__name__)
+for d in ['/', '/etc', {str(REPO)!r}, '/root', '/home']:
+    try: print('LIST', d, sorted(os.listdir(d)))
+    except OSError as e: print('NOLIST', d, type(e).__name__)
+"""
+    hack = f'print(open({str(answers)!r}).read().strip())'   # "solves" the task by reading its answer
+    try:
+        out = sandbox.run({'solution.py': code}, 'main').stdout
+        print('\n' + out)
+        if sandbox.protections.get('host_files_visible'):
+            pytest.skip('this sandbox has no private file-system view (no bubblewrap): see Sandbox.protections')
+        assert 'READ' not in out and out.count('DENIED') == len(paths), out
+        assert 'passwd' not in out.replace('DENIED /etc/passwd', '') and answers.name not in out.split('DENIED')[-1], out
+        r, res, _ = run_one(sandbox, hack, [{'input': '', 'output': answer}])
+        assert r == 0.0 and res.reason.startswith('runtime_error'), res
+    finally:
+        answers.unlink(missing_ok=True)
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+SLOW_ADD = 'import time\ntime.sleep(1.5)\ndef add(a, b): return a + b'   # correct, and still running a while
+
+
+def test_second_sandbox_in_this_process_leaves_the_first_running(sandbox):
+    "A correct program scored 0 while a second sandbox with the same uid_base was created (its __init__ killed the uids)."
+    got = {}
+    th = threading.Thread(target=lambda: got.update(first=score_program(sandbox, SLOW_ADD, ADD_TESTS)))
+    th.start()
+    assert wait_for_uid_processes(sandbox.uids) or not IS_ROOT
+    second = Sandbox(LIMITS, workers=4)          # same uid_base as the fixture's, while its program runs
+    try:
+        r2 = score_program(second, SLOW_ADD, ADD_TESTS)
+        th.join(30)
+        assert (got['first'].reason, r2.reason) == ('passed', 'passed'), (got, r2)
+        if IS_ROOT: assert not set(second.uids) & set(sandbox.uids), (second.uids, sandbox.uids)
+    finally:
+        th.join(30)
+        getattr(second, 'close', lambda: None)()
+
+
+CHILD_SANDBOX = textwrap.dedent(f"""
+    import sys
+    from flowrl_nb.code_reward import Sandbox, SandboxLimits, score_program
+    print('ready', flush=True); sys.stdin.readline()
+    sb = Sandbox(SandboxLimits(time_limit=5), workers=4)
+    print('uids', sb.uids, flush=True)
+    print('reason', score_program(sb, {SLOW_ADD!r}, {ADD_TESTS!r}).reason, flush=True)
+""")
+
+
+def spawn_trainer(code, **kw):
+    "A second trainer process running `code`; it imports the same flowrl_nb as this test (cwd and PYTHONPATH)."
+    import flowrl_nb
+    here = str(Path(flowrl_nb.__file__).resolve().parents[1])
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([here, *filter(None, [os.environ.get('PYTHONPATH')])])}
+    return subprocess.Popen([sys.executable, '-c', code], cwd=here, env=env, text=True, **kw)
+
+
+def test_sandbox_in_another_process_leaves_this_one_running(sandbox):
+    "Two processes (two trainers, or a trainer and an evaluation) with the same uid_base run programs at the same time."
+    child = spawn_trainer(CHILD_SANDBOX, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == 'ready', child.stderr.read()
+        got = {}
+        th = threading.Thread(target=lambda: got.update(mine=score_program(sandbox, SLOW_ADD, ADD_TESTS)))
+        th.start()
+        assert wait_for_uid_processes(sandbox.uids) or not IS_ROOT
+        child.stdin.write('go\n'); child.stdin.flush()      # the other process creates its sandbox now
+        out, err = child.communicate(timeout=60)
+        th.join(30)
+        print('\nother process:', out)
+        assert got['mine'].reason == 'passed', got
+        assert 'reason passed' in out, (out, err)
+    finally:
+        if child.poll() is None: child.kill(); child.wait()
+
+
+DAEMON = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:          # the grandchild: a daemon, detached from the program's session and pipes
+        fd = os.open(os.devnull, os.O_RDWR)
+        for k in (0, 1, 2): os.dup2(fd, k)
+        time.sleep(DELAY)
+        for p in ['CANARY', '/tmp/daemon.txt']:
+            try: open(p, 'w').write('the daemon outlived its sandbox')
+            except OSError: pass
+        time.sleep(60)
+    os._exit(0)
+time.sleep(0.2)
+print(3)
+time.sleep(MAIN_SLEEP)
+"""
+
+
+@needs_separate_user
+def test_daemonised_grandchild_dies_with_the_sandbox(sandbox):
+    "A double-forked, setsid daemon is gone after the run — also when the trainer itself dies in the middle of a run."
+    canary_dir = host_dir('flowrl_daemon_')
+    canary = canary_dir / 'written.txt'
+    try:
+        # 1. the run ends normally
+        code = DAEMON.replace('CANARY', str(canary)).replace('DELAY', '1.0').replace('MAIN_SLEEP', '0')
+        r, res, _ = run_one(sandbox, code, STDIO_TESTS[:1])
+        assert r == 1.0, res
+        time.sleep(1.5)
+        assert not canary.exists(), canary.read_text()
+        assert_no_leftovers(sandbox)
+        # 2. the trainer is SIGKILLed while the program (and its daemon) run: nothing may outlive it
+        code = DAEMON.replace('CANARY', str(canary)).replace('DELAY', '2.0').replace('MAIN_SLEEP', '30')
+        trainer = textwrap.dedent(f"""
+            from flowrl_nb.code_reward import Sandbox, SandboxLimits
+            sb = Sandbox(SandboxLimits(time_limit=60), workers=1)
+            print('uids', *sb.uids, flush=True)
+            sb.run({{'solution.py': {code!r}}}, 'main')
+        """)
+        child = spawn_trainer(trainer, stdout=subprocess.PIPE)
+        uids = []
+        try:
+            line = child.stdout.readline().split()
+            assert line[:1] == ['uids'], line
+            uids = [int(u) for u in line[1:]]
+            assert wait_for_uid_processes(uids, n=2), 'the program and its daemon never ran'
+        finally:
+            child.send_signal(signal.SIGKILL); child.wait()
+        time.sleep(1.0)
+        left = {u: _uid_processes(u) for u in uids}
+        time.sleep(2.0)
+        try:
+            assert not any(left.values()), f'processes survived their trainer: {left}'
+            assert not canary.exists(), 'the daemon wrote on the host after its trainer died'
+        finally:
+            from flowrl_nb.code_reward import _kill_uid
+            for u in uids: _kill_uid(u)    # never leave them to the next test
+    finally:
+        shutil.rmtree(canary_dir, ignore_errors=True)
+
+
+@needs_separate_user
+def test_uid_slots_are_claimed_and_given_back(sandbox):
+    "The fixture holds 61000..61003: a range of four has nothing left; a closed sandbox's uids are free again."
+    if sandbox.uids != list(range(61000, 61004)): pytest.skip(f'another process holds some of 61000..61003: {sandbox.uids}')
+    with pytest.raises(RuntimeError, match=r'only 0 of the 4 uids 61000\.\.61003 are free \(4 held by other live sandboxes'):
+        Sandbox(LIMITS, workers=1, uid_range=4)
+    with Sandbox(LIMITS, workers=2, uid_range=8) as other:
+        taken = other.uids
+        assert set(taken) <= set(range(61004, 61008)), taken
+    assert other.closed
+    with pytest.raises(RuntimeError, match='this Sandbox is closed'):
+        other.run({'solution.py': 'print(1)'}, 'main')
+    again = Sandbox(LIMITS, workers=2, uid_range=8)
+    try: assert again.uids == taken
+    finally: again.close()
+
+
+def test_without_bubblewrap_the_fallback_says_what_it_cannot_do(monkeypatch):
+    import flowrl_nb.code_reward as cr
+    real_which = shutil.which
+    monkeypatch.setattr(cr.shutil, 'which', lambda name, *a, **k: None if name == 'bwrap' else real_which(name, *a, **k))
+    with Sandbox(LIMITS, workers=1) as sb:
+        p = sb.protections
+        assert 'bwrap is not installed (Debian: apt-get install bubblewrap)' in p['isolation'], p
+        assert p['host_files_visible'] and not p['pid_namespace'] and 'blocked' in p['network'], p
+        assert score_program(sb, 'def add(a, b): return a + b', ADD_TESTS).reason == 'passed'
+    with pytest.raises(RuntimeError, match="isolation='bwrap' but bubblewrap cannot be used here: bwrap is not installed"):
+        Sandbox(LIMITS, workers=1, isolation='bwrap')
 
 # ------------------------------------------------------------------ pure helpers
 def test_helpers():

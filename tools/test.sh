@@ -10,13 +10,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash tools/venv.sh || { echo "FAILED: could not fill .venv" >&2; exit 1; }
 export PATH="$PWD/.venv/bin:$PATH"
 # Browser tests (dashboard, docs) drive Debian's Chromium through Playwright; never `playwright install`.
-if ! command -v chromium >/dev/null 2>&1; then
+# The code-reward sandbox runs programs in Debian's bubblewrap (without it: a weaker fallback, see Sandbox.protections).
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="chromium"
+command -v bwrap >/dev/null 2>&1 || missing="${missing:+$missing }bubblewrap"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[test] installing Debian chromium for the browser tests" >&2
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-      || echo "[test] could not install chromium: browser tests will be skipped" >&2
+    echo "[test] installing Debian $missing for the browser tests and the code sandbox" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null 2>&1 \
+      || echo "[test] could not install $missing (no chromium: browser tests skipped; no bubblewrap: the sandbox's weaker fallback)" >&2
   else
-    echo "[test] chromium is missing and cannot be installed here (needs root + apt): browser tests will be skipped" >&2
+    echo "[test] $missing missing, cannot be installed here (needs root + apt) (no chromium: browser tests skipped; no bubblewrap: the sandbox's weaker fallback)" >&2
   fi
 fi
 # Tests must be deterministic and must never reach for a model hub.
