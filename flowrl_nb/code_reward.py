@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import NamedTuple
+from fastcore.basics import patch
 from .rewards import aligned_column, completion_text
 
 # %% auto #0
@@ -414,6 +415,7 @@ class Sandbox:
     def __repr__(self): return f'Sandbox(workers={self.workers}, {self.limits}, protections={self.protections})'
 
 # %% ../nbs/15_code_reward.ipynb #0ed0c2a0
+@patch
 def _bwrap_argv(self:Sandbox, netns:bool) -> list:
     "The bubblewrap command line up to the launcher: namespaces, the read-only view, /dev, /proc, a private /tmp."
     a = [self.bwrap, '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try', '--hostname', 'sandbox',
@@ -424,10 +426,10 @@ def _bwrap_argv(self:Sandbox, netns:bool) -> list:
     if self.root:  # what the launcher needs (net_admin: to take the loopback down); all are gone after its setuid
         a += ['--cap-drop', 'ALL', *[x for c in ('CAP_CHOWN', 'CAP_SETUID', 'CAP_SETGID', 'CAP_NET_ADMIN') for x in ('--cap-add', c)]]
     return a + ['--chdir', '/', '--']
-Sandbox._bwrap_argv = _bwrap_argv
 
 # %% ../nbs/15_code_reward.ipynb #b51ba3eb
-def _run(self:Sandbox, files:dict, mode:str, stdin:str='', slot:int|None=None, netns=None, mountns=None) -> RunResult:
+@patch
+def run(self:Sandbox, files:dict, mode:str, stdin:str='', slot:int|None=None, netns=None, mountns=None) -> RunResult:
     "Run `solution.py` (mode 'main') or the expression checks (mode 'checks') once, in `slot` (None: a free one)."
     if self.closed: raise RuntimeError('this Sandbox is closed (its uids may belong to another sandbox now); create a new one')
     if slot is None:  # never share a slot (its uid) between two runs: the clean-up kills everything of that uid
@@ -471,8 +473,8 @@ def _run(self:Sandbox, files:dict, mode:str, stdin:str='', slot:int|None=None, n
                 try: os.close(fd)
                 except OSError: pass
         shutil.rmtree(host, ignore_errors=True)
-Sandbox.run = _run
 
+@patch
 def _collect(self:Sandbox, proc, r_fd, t0:float, uid, bwrap:bool=False) -> RunResult:
     "Read stdout/stderr/check lines with caps until EOF or the wall-clock limit; then make sure nothing survives."
     L = self.limits
@@ -510,7 +512,6 @@ def _collect(self:Sandbox, proc, r_fd, t0:float, uid, bwrap:bool=False) -> RunRe
             except json.JSONDecodeError: pass
     return RunResult(rc, bytes(bufs[o]).decode('utf-8', 'replace')[:L.output_bytes], err[-L.output_bytes:],
                      lines, reason, time.monotonic() - t0)
-Sandbox._collect = _collect
 
 # %% ../nbs/15_code_reward.ipynb #869380ba
 _PROBE = r'''
@@ -534,6 +535,7 @@ print('forked', kids)
 '''
 _HOST_PATHS = ('/etc/passwd', '/etc/hostname', '/home', '/root', '/var')  # on every host; none belongs in the sandbox
 
+@patch
 def _probe(self:Sandbox) -> dict:
     "Which protections hold here, measured."
     marker = tempfile.mkdtemp(prefix='flowrl_probe_')  # visible in the host's /tmp
@@ -578,7 +580,6 @@ def _probe(self:Sandbox) -> dict:
         'python': self.python_real if bw else self.python,
         'probe_reason': r.reason,
     }
-Sandbox._probe = _probe
 
 # %% ../nbs/15_code_reward.ipynb #2088f6ab
 class CodeResult(NamedTuple):

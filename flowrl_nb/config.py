@@ -271,7 +271,6 @@ class FlowRLConfig:
         if errors: raise ValueError(f'{len(errors)} invalid FlowRLConfig values:\n' + '\n'.join(f'  {e}' for e in errors))
         return self
 
-# %% ../nbs/01_config.ipynb #73ff9205
 _TYPES = typing.get_type_hints(FlowRLConfig)
 FIELD_NAMES = tuple(f.name for f in fields(FlowRLConfig))
 assert set(FIELD_CHECKS) <= set(FIELD_NAMES) and set(LIVE_FIELDS) <= set(FIELD_NAMES)

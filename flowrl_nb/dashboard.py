@@ -4,337 +4,43 @@
 
 # %% ../nbs/13_dashboard.ipynb #11dd2c13
 from __future__ import annotations
-import html, json, math, os, threading, time, weakref
+import html, math, os, threading, time, weakref
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
-from .core import COLORS  # the one palette of every chart of runs
-from .runlog import Run, load_run
+from fastcore.basics import patch
+from .runlog import Run, RunTail, load_run
+from .charts import TIME_CHARTS, coverage_now_figure, time_figure, update_coverage_now, update_time_figure
 
 # %% auto #0
-__all__ = ['TIME_CHARTS', 'CONTROL_LABELS', 'CONTROLS', 'RunTail', 'Panel', 'chart_panels', 'event_label', 'time_figure',
-           'update_time_figure', 'target_weights', 'advantage_shares', 'coverage_now_figure', 'update_coverage_now',
-           'completions_table', 'RunCharts', 'replay', 'relevant_controls', 'RunsView', 'Dashboard', 'start',
-           'toggle_pause', 'stop', 'save', 'status_text', 'refresh', 'close']
-
-# %% ../nbs/13_dashboard.ipynb #2f8069ad
-class RunTail:
-    "Follow a run directory's `metrics.jsonl`: `poll()` adds the records appended since the last poll to `.run`."
-    def __init__(self, run_dir, # a run directory (it may not have a metrics log yet)
-                 name:str|None=None): # legend name (default: the directory's name)
-        self.path = Path(run_dir)
-        self.name = name or self.path.name
-        self.run, self.error = Run(self.path, None), None
-        self._offset, self._inode, self._rest, self._lock = 0, None, b'', threading.Lock()
-
-    def _read_config(self):
-        path = self.path / 'config.yaml'
-        if not path.exists(): return
-        try:
-            from flowrl_nb.config import FlowRLConfig
-            self.run.config = FlowRLConfig.from_yaml(path)
-        except Exception as e: self.error = f'{path}: {e}'
-
-    def poll(self) -> bool:
-        "Read what was appended since the last poll; True if a step or event record was added."
-        with self._lock:
-            if self.run.config is None: self._read_config()
-            log = self.path / 'metrics.jsonl'
-            try: st = os.stat(log)
-            except FileNotFoundError: return False
-            if st.st_ino != self._inode or st.st_size < self._offset:  # a new or rewritten log: start again
-                self.run.metrics, self.run.events = [], []
-                self._offset, self._inode, self._rest = 0, st.st_ino, b''
-            if st.st_size == self._offset: return False
-            with open(log, 'rb') as f:
-                f.seek(self._offset); data = f.read(st.st_size - self._offset)
-            self._offset += len(data)
-            *lines, self._rest = (self._rest + data).split(b'\n')
-            added = False
-            for line in lines:
-                if not line.strip(): continue
-                try: rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    self.error = f'{log}: a line is not valid JSON ({e})'; continue
-                kind = rec.get('type')
-                if kind == 'step': self.run.metrics.append(rec); added = True
-                elif kind == 'event': self.run.events.append(rec); added = True
-            return added
-
-    def __repr__(self): return f'RunTail({self.name!r}, steps={len(self.run.metrics)}, events={len(self.run.events)})'
-
-# %% ../nbs/13_dashboard.ipynb #9c132c36
-@dataclass(frozen=True)
-class Panel:
-    "One small chart: `series` are `(metric name, label, line dash)` triples drawn on one y axis."
-    title: str
-    series: tuple
-    when: str = 'always' # 'always', 'flowrl' (FlowRL runs only) or 'coverage' (enumerable task, coverage on)
-
-_S, _T = 'solid', 'dot'  # a run's own value: solid; a reference it is measured against (the target, raw weight): dotted
-TIME_CHARTS = {
-    'coverage': ('Coverage over time', (
-        Panel('effective correct modes (policy ─, target ┈)',
-              (('coverage/effective_modes', 'policy', _S), ('coverage/target_effective_modes', 'target', _T)), 'coverage'),
-        Panel('modes covered (of π on correct ─, of π ┈)',
-              (('coverage/modes_covered_correct', 'of π on correct', _S), ('coverage/modes_covered', 'of π', _T)), 'coverage'),
-        Panel('KL(π on correct ‖ target) ─, reverse ┈',
-              (('coverage/kl_pi_target_inf', 'KL(π_C‖p*)', _S), ('coverage/kl_target_pi_inf', 'KL(p*‖π_C)', _T)), 'coverage'),
-        Panel('mass on correct (policy ─, target β ┈)',
-              (('coverage/correct_mass', 'policy', _S), ('coverage/target_correct_mass', 'target p*_β', _T)), 'coverage'),
-        Panel('distinct correct answers per group', (('coverage/batch_distinct_correct', 'distinct correct', _S),), 'coverage'),
-        Panel('reward mean', (('reward/mean', 'reward mean', _S),)),
-    )),
-    'internals': ('Objective internals', (
-        Panel('loss', (('final_loss', 'loss', _S),)),
-        Panel('mean log Z', (('log_z', 'log Z', _S),), 'flowrl'),
-        Panel('mean |δ|', (('delta_abs', '|δ|', _S),), 'flowrl'),
-        Panel('importance weight (used ─, raw ┈)', (('importance_weight', 'used', _S), ('importance_weight_raw', 'raw', _T))),
-        Panel('clip fraction (high ─, low ┈)', (('clip_frac_high', 'high', _S), ('clip_frac_low', 'low', _T))),
-        Panel('ref_kl', (('ref_kl', 'ref_kl', _S),)),
-        Panel('entropy', (('entropy', 'entropy', _S),)),
-        Panel('grad norm', (('grad_norm', 'grad norm', _S),)),
-    )),
-}
-
-# %% ../nbs/13_dashboard.ipynb #71a0dbd6
-def _will_log(panel:Panel, config) -> bool:
-    "Does a run with `config` (a `FlowRLConfig`, or None when unknown) log this panel's metrics?"
-    if config is None or panel.when == 'always': return panel.when == 'always'
-    if panel.when == 'flowrl': return config.algorithm == 'flowrl'
-    from flowrl_nb.task import task_from_config
-    try: task = task_from_config(config)
-    except ValueError: return False
-    return bool(config.coverage_steps) and callable(getattr(task, 'is_correct', None))  # see `flowrl_nb.metrics`
-
-def _has_data(panel:Panel, run) -> bool:
-    names = [m for m, *_ in panel.series]
-    return any(any(m.get(n) is not None for n in names) for m in run.metrics)
-
-def chart_panels(chart:str, runs) -> list:
-    "The panels of time chart `chart` ('coverage' or 'internals') that any of `runs` logs or will log."
-    if chart not in TIME_CHARTS:
-        raise ValueError(f'chart must be one of {", ".join(map(repr, TIME_CHARTS))}, got {chart!r}')
-    return [p for p in TIME_CHARTS[chart][1] if any(_has_data(p, r) or _will_log(p, r.config) for r in runs)]
-
-# %% ../nbs/13_dashboard.ipynb #c62a077c
-CONTROL_LABELS = dict(beta='β', learning_rate='lr', z_learning_rate='Z lr', is_mode='IS', is_cap='IS cap',
-                      epsilon='ε low', epsilon_high='ε high', tis_cap='TIS cap', temperature='T')
-
-def _fmt(v) -> str:
-    if isinstance(v, float): return f'{v:.3g}'
-    return str(v)
-
-def event_label(e:dict) -> str:
-    "Short label of a control event, e.g. 'β 15→5'."
-    return f"{CONTROL_LABELS.get(e.get('name'), e.get('name'))} {_fmt(e.get('old'))}→{_fmt(e.get('new'))}"
-
-def _grid(n:int): cols = 4 if n > 6 else 3 if n > 4 else max(n, 1); return -(-n // cols), cols
-
-def time_figure(runs, # `Run`s to overlay (from `load_run`, or `RunTail.run` while live)
-                chart:str='coverage', # 'coverage' or 'internals' (see `TIME_CHARTS`)
-                names=None, # legend names, one per run (default: run directory names)
-                widget:bool=False, # build a plotly `FigureWidget` (live, updated in place) instead of a `Figure`
-                max_points:int=1000, # thin lines longer than this for drawing
-               ):
-    "The time chart `chart` of `runs`: a grid of panels, one line per run and metric, control changes marked."
-    runs = list(runs)
-    panels = chart_panels(chart, runs)
-    rows, cols = _grid(len(panels))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title for p in panels],
-                        horizontal_spacing=0.07, vertical_spacing=0.16 if rows > 1 else 0.1)
-    names = list(names) if names is not None else [r.path.name for r in runs]
-    for i, (run, name) in enumerate(zip(runs, names)):
-        for k, p in enumerate(panels):
-            for j, (metric, label, dash) in enumerate(p.series):
-                fig.add_trace(go.Scatter(x=[], y=[], mode='lines+markers', name=name, legendgroup=name,
-                                         showlegend=(k == 0 and j == 0), marker=dict(size=4, color=COLORS[i % len(COLORS)]),
-                                         line=dict(color=COLORS[i % len(COLORS)], dash=dash, width=1.6),
-                                         hovertemplate=f'{name}<br>{label}<br>step %{{x}}: %{{y:.4g}}<extra></extra>'),
-                              row=k // cols + 1, col=k % cols + 1)
-    title, _ = TIME_CHARTS[chart]
-    fig.update_layout(title=dict(text=title, x=0.01, yref='container', y=0.99, yanchor='top', font=dict(size=15)), height=160 + 230 * rows,
-                      template='plotly_white', autosize=True,  # autosize: as wide as the notebook's output area
-                      margin=dict(l=50, r=20, t=90, b=40),
-                      legend=dict(orientation='h', yref='container', y=0.995, yanchor='top', x=1, xanchor='right'),
-                      font=dict(size=11), showlegend=True)
-    fig.update_annotations(font_size=12)
-    for k in range(len(panels)):
-        if k // cols == rows - 1 or k + cols >= len(panels): fig.update_xaxes(title_text='step', row=k // cols + 1, col=k % cols + 1)
-    fig.update_xaxes(rangemode='tozero')
-    fig.layout.meta = dict(chart=chart, panels=[p.title for p in panels], runs=names, cols=cols, max_points=max_points)
-    if widget: fig = go.FigureWidget(fig)
-    update_time_figure(fig, runs)
-    return fig
-
-# %% ../nbs/13_dashboard.ipynb #deaec5c3
-def _thin(xs, ys, max_points:int):
-    if len(xs) <= max_points: return xs, ys
-    idx = np.unique(np.r_[np.linspace(0, len(xs) - 1, max_points).astype(int), len(xs) - 1])
-    return [xs[i] for i in idx], [ys[i] for i in idx]
-
-def _event_shapes(runs, meta) -> list:
-    "Dotted vertical lines (one per run and step with control events) in every panel; labels on the top row."
-    shapes = []
-    n, cols = len(meta['panels']), meta['cols']
-    for i, run in enumerate(runs):
-        by_step = {}
-        for e in run.events: by_step.setdefault(e['step'], []).append(event_label(e))
-        for step, labels in by_step.items():
-            for k in range(n):
-                ax = '' if k == 0 else str(k + 1)
-                shape = dict(type='line', xref=f'x{ax}', yref=f'y{ax} domain', x0=step - 0.5, x1=step - 0.5, y0=0, y1=1,
-                             line=dict(color=COLORS[i % len(COLORS)], width=1, dash='dot'), opacity=0.8)
-                if k < cols: shape['label'] = dict(text=', '.join(labels), textposition='end', textangle=-90, xanchor='right', padding=2,
-                                                   font=dict(size=10, color=COLORS[i % len(COLORS)]))
-                shapes.append(shape)
-    return shapes
-
-def update_time_figure(fig, runs):
-    "Put the runs' current metrics and control events into a figure made by `time_figure` (in place)."
-    meta = fig.layout.meta
-    panels = {p.title: p for _, ps in TIME_CHARTS.values() for p in ps}
-    data, k = [], 0
-    for run in runs:
-        for title in meta['panels']:
-            for metric, *_ in panels[title].series:
-                xs, ys = run.series(metric)
-                pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
-                xs, ys = _thin([p[0] for p in pts], [p[1] for p in pts], meta['max_points'])
-                data.append((k, xs, ys)); k += 1
-    ctx = fig.batch_update() if isinstance(fig, go.FigureWidget) else _nullcontext()
-    with ctx:
-        for k, xs, ys in data:
-            tr = fig.data[k]
-            if len(tr.x or ()) != len(xs) or (xs and tuple(tr.x)[-1] != xs[-1]) or (ys and tuple(tr.y)[-1] != ys[-1]):
-                tr.x, tr.y = xs, ys
-        events = [len(r.events) for r in runs]
-        if events != getattr(fig, '_events_drawn', None):  # redraw the marks only when an event was added
-            fig.layout.shapes, fig._events_drawn = _event_shapes(runs, meta), events
-    return fig
-
-class _nullcontext:
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
-
-# %% ../nbs/13_dashboard.ipynb #392844db
-def target_weights(adv, # group advantages r̂, consecutive groups of `group_size`
-                   group_size:int, # samples per prompt
-                   beta:float, # FlowRL β
-                  ) -> np.ndarray:
-    "The FlowRL target's weight on each sample within its group: exp(β·r̂) normalised per group."
-    a = np.asarray(adv, dtype=float)
-    if a.size % group_size: raise ValueError(f'adv has {a.size} entries, not a multiple of group_size={group_size}')
-    a = a.reshape(-1, group_size)
-    w = np.exp(beta * (a - a.max(1, keepdims=True)))  # shift by the group max: exact, and never overflows
-    return (w / w.sum(1, keepdims=True)).ravel()
-
-def _bins(values, max_distinct:int=24):
-    "(x positions, index of each value): distinct values when there are few, else 20 equal bins."
-    v = np.round(np.asarray(values, dtype=float), 3)
-    xs = np.unique(v)
-    if len(xs) <= max_distinct: return xs, np.searchsorted(xs, v)
-    edges = np.linspace(v.min(), v.max(), 21)
-    idx = np.clip(np.digitize(v, edges) - 1, 0, 19)
-    return (edges[:-1] + edges[1:]) / 2, idx
-
-def advantage_shares(batches, # rollout batches: dicts with 'adv' (r̂ per sample)
-                     group_size:int, beta:float):
-    "(r̂ values, share of samples, share of target mass) over `batches`, the shares each summing to 1."
-    advs = [b['adv'] for b in batches if b.get('adv') is not None]
-    if not advs: return np.zeros(0), np.zeros(0), np.zeros(0)
-    a = np.concatenate([np.asarray(x, dtype=float) for x in advs])
-    w = np.concatenate([target_weights(x, group_size, beta) for x in advs])
-    xs, idx = _bins(a)
-    samples = np.bincount(idx, minlength=len(xs)) / len(a)
-    mass = np.bincount(idx, weights=w, minlength=len(xs)) / (len(a) / group_size)
-    return xs, samples, mass
-
-# %% ../nbs/13_dashboard.ipynb #d9d2e328
-def coverage_now_figure(enumerable:bool=False, # add the per-prompt panel (enumerable tasks)
-                        widget:bool=False): # a `FigureWidget` instead of a `Figure`
-    "The empty 'coverage now' figure: reward histogram, r̂ sample vs target shares, and optionally one prompt's completions."
-    titles = ['rewards (recent batches)', 'r̂: share of samples vs of target mass']
-    if enumerable:
-        fig = make_subplots(rows=2, cols=2, specs=[[{'colspan': 2}, None], [{}, {}]], row_heights=[0.55, 0.45],
-                            subplot_titles=['correct completions of one prompt: policy vs target'] + titles,
-                            vertical_spacing=0.2, horizontal_spacing=0.1)
-        cells = [(2, 1), (2, 2)]
-    else:
-        fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.1)
-        cells = [(1, 1), (1, 2)]
-    if enumerable:
-        fig.add_trace(go.Bar(x=[], y=[], name='target p*_∞', marker_color='#b0b0b0', legendgroup='prompt'), row=1, col=1)
-        fig.add_trace(go.Bar(x=[], y=[], name='policy π_C (on correct)', marker_color=COLORS[0], legendgroup='prompt'), row=1, col=1)
-        fig.update_xaxes(tickangle=-60, tickfont=dict(size=9), type='category', row=1, col=1)
-        fig.update_yaxes(title_text='probability', row=1, col=1)
-    fig.add_trace(go.Bar(x=[], y=[], name='rewards', marker_color='#7f7f7f', showlegend=False), *cells[0])
-    fig.add_trace(go.Bar(x=[], y=[], name='share of samples', marker_color='#9ecae1'), *cells[1])
-    fig.add_trace(go.Bar(x=[], y=[], name='share of target mass exp(β·r̂)', marker_color=COLORS[3]), *cells[1])
-    fig.update_xaxes(title_text='reward', row=cells[0][0], col=cells[0][1])
-    fig.update_yaxes(title_text='samples', row=cells[0][0], col=cells[0][1])
-    fig.update_xaxes(title_text='r̂ (group advantage)', row=cells[1][0], col=cells[1][1])
-    fig.update_yaxes(title_text='share', row=cells[1][0], col=cells[1][1])
-    fig.update_layout(title=dict(text='Coverage now', x=0.01, yref='container', y=0.99, yanchor='top', font=dict(size=15)),
-                      barmode='group', template='plotly_white', autosize=True,
-                      height=620 if enumerable else 340, margin=dict(l=50, r=20, t=80, b=40), font=dict(size=11),
-                      legend=dict(orientation='h', yref='container', y=0.995, yanchor='top', x=1, xanchor='right'))
-    fig.update_annotations(font_size=12)
-    fig.layout.meta = dict(chart='coverage_now', enumerable=enumerable)
-    return go.FigureWidget(fig) if widget else fig
-
-def update_coverage_now(fig, # a figure from `coverage_now_figure`
-                        batches, # recent rollout batches: dicts with 'rewards' and 'adv'
-                        group_size:int, # samples per prompt
-                        beta:float, # the β whose target weights to show
-                        prompt_dist=None, # for the per-prompt panel: (title, completions, policy probs, target probs)
-                       ):
-    "Fill the 'coverage now' figure in place."
-    batches = list(batches)
-    rewards = np.concatenate([np.asarray(b['rewards'], dtype=float) for b in batches]) if batches else np.zeros(0)
-    rx, ridx = _bins(rewards) if len(rewards) else (np.zeros(0), np.zeros(0, int))
-    rcount = np.bincount(ridx, minlength=len(rx)) if len(rewards) else np.zeros(0)
-    ax, samples, mass = advantage_shares(batches, group_size, beta)
-    off = 2 if fig.layout.meta['enumerable'] else 0
-    ctx = fig.batch_update() if isinstance(fig, go.FigureWidget) else _nullcontext()
-    with ctx:
-        fig.data[off].x, fig.data[off].y = rx.tolist(), rcount.tolist()
-        fig.data[off + 1].x, fig.data[off + 1].y = ax.tolist(), samples.tolist()
-        fig.data[off + 2].x, fig.data[off + 2].y = ax.tolist(), mass.tolist()
-        fig.data[off + 2].name = f'share of target mass exp(β·r̂), β={beta:g}'
-        if off and prompt_dist is not None:
-            title, comps, p_pol, p_tgt = prompt_dist
-            order = np.argsort(-np.asarray(p_tgt, dtype=float), kind='stable')
-            xs = [repr(comps[i])[1:-1] or '∅' for i in order]
-            fig.data[0].x, fig.data[0].y = xs, [float(p_tgt[i]) for i in order]
-            fig.data[1].x, fig.data[1].y = xs, [float(p_pol[i]) for i in order]
-            fig.layout.annotations[0].text = title
-    return fig
+__all__ = ['CONTROLS', 'completions_table', 'RunCharts', 'replay', 'relevant_controls', 'RunsView', 'Dashboard', 'status_text']
 
 # %% ../nbs/13_dashboard.ipynb #4c0c10d3
 def completions_table(batch:dict|None, # a rollout batch: prompts, completions, rewards, adv
                       group_size:int, # samples per prompt
                       max_rows:int=12, # rows shown
                      ) -> str:
-    "HTML table of a few of `batch`'s completions, spread over its prompts."
+    "HTML table of a few of `batch`'s completions, spread over its prompts, with the columns reward functions logged (`log_extra`)."
     if not batch: return '<i>no rollout yet</i>'
     n = len(batch['completions'])
     groups = max(n // group_size, 1)
     per = max(1, max_rows // groups)
     idx = [g * group_size + j for j in range(per) for g in range(groups) if j < group_size][:max_rows]
     idx.sort()
-    adv = batch.get('adv')
-    esc = lambda s: html.escape(repr(s)[1:-1])
+    adv, extra = batch.get('adv'), batch.get('extra') or {}
+    esc = lambda s: html.escape(repr(s)[1:-1] if isinstance(s, str) else str(s))
+    num = lambda v, f: '—' if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, f)
     td = 'style="padding:1px 10px;text-align:{}"'
+    cell = lambda col, i: esc(col[i]) if i < len(col) else ''
     rows = ''.join(f'<tr><td {td.format("left")}><code>{esc(batch["prompts"][i])}</code></td>'
                    f'<td {td.format("left")}><code>{esc(batch["completions"][i])}</code></td>'
-                   f'<td {td.format("right")}>{batch["rewards"][i]:.3g}</td>'
-                   f'<td {td.format("right")}>{"" if adv is None else f"{adv[i]:+.2f}"}</td></tr>' for i in idx)
-    head = ''.join(f'<th {td.format(a)}>{h}</th>' for h, a in
-                   (('prompt', 'left'), ('completion', 'left'), ('reward', 'right'), ('r̂', 'right')))
+                   f'<td {td.format("right")}>{num(batch["rewards"][i], ".3g")}</td>'
+                   f'<td {td.format("right")}>{"" if adv is None else num(adv[i], "+.2f")}</td>'
+                   + ''.join(f'<td {td.format("left")}>{cell(col, i)}</td>' for col in extra.values()) + '</tr>' for i in idx)
+    head = ''.join(f'<th {td.format(a)}>{html.escape(h)}</th>' for h, a in
+                   (('prompt', 'left'), ('completion', 'left'), ('reward', 'right'), ('r̂', 'right'),
+                    *((k, 'left') for k in extra)))
     return (f'<div style="font-size:12px"><b>Recent completions</b> <span style="color:#777">({len(idx)} of {n}, '
             f'last batch)</span><table style="border-collapse:collapse">'
             f'<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
@@ -393,10 +99,9 @@ CONTROLS = dict( # field: (label, kind, (min, max, step)); log sliders take expo
 def relevant_controls(algorithm:str, # the run's algorithm
                       is_mode:str, # the importance-weight rule chosen (FlowRL)
                      ) -> list:
-    "The live controls that matter for `algorithm` with `is_mode`, in display order."
-    if algorithm != 'flowrl': return ['learning_rate', 'epsilon', 'epsilon_high', 'temperature']
-    uses = {'cap': ['is_cap'], 'clip': ['epsilon', 'epsilon_high'], 'geo_clip': ['epsilon', 'epsilon_high']}.get(is_mode, [])
-    return [k for k in CONTROLS if k not in ('is_cap', 'epsilon', 'epsilon_high') or k in uses]
+    "The live controls that matter for `algorithm` with `is_mode` (the algorithm says which), in display order."
+    from flowrl_nb.algorithms import ALGORITHM_CLASSES
+    return [k for k in ALGORITHM_CLASSES[algorithm].relevant_controls({'is_mode': is_mode}) if k in CONTROLS]
 
 def _control_widget(name:str, value):
     "The widget for live field `name`, showing `value` (a slider's range is widened to include it)."
@@ -484,14 +189,9 @@ class RunsView(_LiveView):
 # %% ../nbs/13_dashboard.ipynb #3f6003a4
 _OPEN = weakref.WeakKeyDictionary() # trainer -> its open Dashboard
 
-class _CompareMethod:
-    "`Dashboard.compare(run_dirs)` builds a `RunsView`; `dashboard.compare(run_dirs)` overlays runs on this dashboard."
-    def __get__(self, obj, cls):
-        if obj is None: return lambda run_dirs, names=None, refresh=1.0: RunsView(run_dirs, names, refresh)
-        return obj._overlay
-
 class Dashboard(_LiveView):
     "Widgets to steer a `Trainer` (live controls, start/pause/stop/save) and live coverage and objective charts."
+    _quiet = None # the control being set from the trainer's side (its change is not sent back)
     def __init__(self, trainer, # a `flowrl_nb.trainer.Trainer`
                  steps:int|None=None, # steps per Start click (None: up to `config.max_steps`)
                  refresh:float|None=0.5, # seconds between redraws (None: never by itself; call `refresh()`)
@@ -505,9 +205,11 @@ class Dashboard(_LiveView):
         self.trainer, self.steps, self.table_rows = trainer, steps, table_rows
         cfg = trainer.config
         self._batches, self._last_batch, self._target, self._pause_requested = deque(maxlen=recent), None, None, False
-        self._note, self._shown, self._lock = '', {}, threading.RLock()
+        self._note, self._shown, self._lock, self._saving = '', {}, threading.RLock(), False
+        snap = trainer.snapshot()
         self.tails = [RunTail(trainer.run_dir)]
         self.tails[0].run.config = cfg
+        self.tails[0].run.meta.setdefault('expected', sorted(snap.expected))
         # controls
         values = {**trainer.controls.snapshot(), **trainer.controls.pending}
         self.controls, self._errors, self._rows = {}, {}, {}
@@ -526,7 +228,7 @@ class Dashboard(_LiveView):
             self.buttons[k].on_click(lambda _b, f=f: f())
         self.status_line = W.HTML()
         # charts
-        enumerable = _will_log(TIME_CHARTS['coverage'][1][0], cfg)
+        enumerable = any(k.startswith('coverage/') for k in snap.expected)
         self.prompt = W.Dropdown(options=[r['prompt'] for r in trainer.rows], description='prompt',
                                  style={'description_width': '50px'}, layout=W.Layout(width='260px', display=None if enumerable else 'none'))
         self.prompt.observe(lambda ch: self.refresh(), names='value')
@@ -541,21 +243,19 @@ class Dashboard(_LiveView):
         self.refresh(force=True)
         if refresh: self._start_polling(refresh)
 
-    compare = _CompareMethod()
-
     def __repr__(self): return f'Dashboard({self.trainer!r})'
 
 # %% ../nbs/13_dashboard.ipynb #9f119706
-def _set_quietly(self, name:str, value):
+@patch
+def _set_quietly(self:Dashboard, name:str, value):
     "Set a control widget without sending the value to the trainer."
     with self._lock:
         self._quiet = name
         try: self.controls[name].value = value
         finally: self._quiet = None
-Dashboard._set_quietly = _set_quietly
-Dashboard._quiet = None
 
-def _on_control(self, name:str, change):
+@patch
+def _on_control(self:Dashboard, name:str, change):
     "A control widget changed: send the value to `trainer.controls`, or show why it was refused and snap back."
     if self._quiet == name: return
     with self._lock:
@@ -566,15 +266,15 @@ def _on_control(self, name:str, change):
             return
         self._errors[name].value = '<span style="color:#777">applies at the next optimizer step</span>'
     if name == 'is_mode': self._show_relevant()
-Dashboard._on_control = _on_control
 
-def _show_relevant(self):
+@patch
+def _show_relevant(self:Dashboard):
     "Show only the controls that matter for this algorithm and importance-weight rule."
     keep = relevant_controls(self.trainer.config.algorithm, self.controls['is_mode'].value)
     for k, row in self._rows.items(): row.layout.display = None if k in keep else 'none'
-Dashboard._show_relevant = _show_relevant
 
-def _sync_controls(self):
+@patch
+def _sync_controls(self:Dashboard):
     "Follow the trainer's controls: widgets show changes made elsewhere; 'pending' notes clear once applied."
     c = self.trainer.controls
     pending = c.pending
@@ -586,10 +286,11 @@ def _sync_controls(self):
             if k not in pending and 'next optimizer step' in self._errors[k].value: self._errors[k].value = ''
         self._seen = values
     self._show_relevant()
-Dashboard._sync_controls = _sync_controls
+
 
 # %% ../nbs/13_dashboard.ipynb #a4278148
-def start(self):
+@patch
+def start(self:Dashboard):
     "Start (or restart) the run in the trainer's background thread."
     tr = self.trainer
     try: tr.start(self.steps)
@@ -598,69 +299,68 @@ def start(self):
     self._pause_requested = False; self._say('')
     self._redraw_status()
 
-def toggle_pause(self):
+@patch
+def toggle_pause(self:Dashboard):
     "Pause after the current step, or resume a paused run."
     tr = self.trainer
-    if tr.status == 'paused' or self._pause_requested: tr.resume(); self._pause_requested = False
+    if tr.status == 'paused' or self._pause_requested: tr.unpause(); self._pause_requested = False
     elif tr.running: tr.pause(); self._pause_requested = True
     self._redraw_status()
 
-def stop(self):
+@patch
+def stop(self:Dashboard):
     "Stop after the current step; the trainer saves a checkpoint (the kernel is not blocked)."
     self.trainer.stop(wait=False); self._pause_requested = False
     self._redraw_status()
 
-def save(self):
-    "Save a checkpoint now if idle, else at the end of the current step (pause, save, resume)."
-    tr = self.trainer
-    if not tr.running:
-        try: self._say(f'saved {tr.save_checkpoint()}')
-        except Exception as e: self._say(f'save failed: {type(e).__name__}: {e}', error=True)
-        return
-    def work():
-        was_paused = self._pause_requested or tr.status == 'paused'
-        tr.pause()
-        while tr.running and tr.status != 'paused': time.sleep(0.05)
-        try:
-            if tr.running: self._say(f'saved {tr.save_checkpoint()}')
-            else: self._say(f'the run ended first; its last checkpoint is {tr.last_checkpoint}')
-        except Exception as e: self._say(f'save failed: {type(e).__name__}: {e}', error=True)
-        finally:
-            if not was_paused: tr.resume()
-    self._say('saving after this step…')
-    threading.Thread(target=work, name='flowrl_nb-dashboard-save', daemon=True).start()
-Dashboard.start, Dashboard.toggle_pause, Dashboard.stop, Dashboard.save = start, toggle_pause, stop, save
+@patch
+def save(self:Dashboard):
+    "Save a checkpoint now if no step is running, else at the end of the current step (the run is not paused for it)."
+    before = self.trainer.last_checkpoint
+    try: path = self.trainer.request_checkpoint()
+    except Exception as e: self._say(f'save failed: {type(e).__name__}: {e}', error=True); return
+    if path is not None: self._say(f'saved {path}')
+    else: self._saving = before; self._say('saving at the end of this step…')  # `_redraw_status` reports it when it lands
 
-def _say(self, text:str, error:bool=False):
+@patch
+def _say(self:Dashboard, text:str, error:bool=False):
     self._note = f'<span style="color:{"#c0392b" if error else "#555"}">{html.escape(text)}</span>' if text else ''
     self._redraw_status()
-Dashboard._say = _say
+
 
 # %% ../nbs/13_dashboard.ipynb #bafb078e
 def _fmt_seconds(s:float) -> str:
     s = int(round(s))
     return f'{s // 3600}h {s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m {s % 60:02d}s' if s >= 60 else f'{s}s'
 
-def status_text(trainer, metrics:list, total:int, pause_requested:bool=False) -> str:
+def status_text(snap, # a `Trainer.snapshot()` (status, step)
+                metrics:list, # the run's step records so far
+                total:int, # the step the run goes to
+                pause_requested:bool=False, # a pause is asked for
+               ) -> str:
     "One line: status, step / total, tokens per second, time left."
-    st = trainer.status + (' (pausing after this step)' if pause_requested and trainer.status == 'running' else '')
-    parts = [f'<b>{st}</b>', f'step {trainer.step_count} / {total}']
+    st = snap.status + (' (pausing after this step)' if pause_requested and snap.status == 'running' else '')
+    parts = [f'<b>{st}</b>', f'step {snap.step} / {total}']
     if metrics:
-        tps = metrics[-1].get('tokens_per_sec')
+        tps = metrics[-1].get('perf/tokens_per_sec')
         if tps: parts.append(f'{tps:,.0f} tokens/s')
         times = [m['time'] for m in metrics[-11:] if 'time' in m]
         pace = float(np.median(np.diff(times))) if len(times) > 2 else metrics[-1].get('time/step')
-        if pace and trainer.status == 'running' and total > trainer.step_count:
-            parts.append(f'~{_fmt_seconds(pace * (total - trainer.step_count))} left')
+        if pace and snap.status == 'running' and total > snap.step:
+            parts.append(f'~{_fmt_seconds(pace * (total - snap.step))} left')
     return ' · '.join(parts)
 
-def _redraw_status(self):
+@patch
+def _redraw_status(self:Dashboard, snap=None):
     tr = self.trainer
+    snap = snap or tr.snapshot()
     total = self._target or tr.config.max_steps
-    if tr.status == 'paused': self._pause_requested = False
-    text = status_text(tr, self.tails[0].run.metrics, total, self._pause_requested)
-    if tr.error is not None:
-        text += f'<br><span style="color:#c0392b"><b>error:</b> {html.escape(f"{type(tr.error).__name__}: {tr.error}")}</span>'
+    if snap.status == 'paused': self._pause_requested = False
+    if self._saving is not False and snap.checkpoint != self._saving:  # a requested checkpoint was written
+        self._saving, self._note = False, f'<span style="color:#555">saved {html.escape(str(snap.checkpoint))}</span>'
+    text = status_text(snap, self.tails[0].run.metrics, total, self._pause_requested)
+    if snap.error is not None:
+        text += f'<br><span style="color:#c0392b"><b>error:</b> {html.escape(f"{type(snap.error).__name__}: {snap.error}")}</span>'
     err = self._poll_error or self.tails[0].error
     if err: text += f'<br><span style="color:#c0392b">dashboard: {html.escape(err)}</span>'
     if self._note: text += f'<br>{self._note}'
@@ -669,48 +369,48 @@ def _redraw_status(self):
     b = self.buttons
     b['start'].disabled = running
     b['pause'].disabled = not running
-    paused = tr.status == 'paused' or self._pause_requested
+    paused = snap.status == 'paused' or self._pause_requested
     b['pause'].description, b['pause'].icon = ('Resume', 'play') if paused else ('Pause', 'pause')
     b['stop'].disabled = not running
-Dashboard._redraw_status = _redraw_status
+
 
 # %% ../nbs/13_dashboard.ipynb #9582722d
-def _prompt_dist(self):
-    "(title, completions, π on correct, target) of the picked prompt from the last exact-coverage measurement, or None."
-    ev = getattr(self.trainer, 'coverage', None)
-    res = getattr(ev, 'last_result', None) if ev else None
-    if res is None: return None
-    i = ev.row_index.get(self.prompt.value)
+@patch
+def _prompt_dist(self:Dashboard, coverage):
+    "(title, completions, π on correct, target) of the picked prompt from a snapshot's last coverage measurement, or None."
+    if coverage is None: return None
+    step, res = coverage
+    i = res.evaluator.row_index.get(self.prompt.value)
     if i is None: return None
     d = res.distribution(i)
-    step = next((m['step'] for m in reversed(self.tails[0].run.metrics) if 'coverage/correct_mass' in m), None)
     title = (f"{d['prompt']} — its {len(d['completions'])} correct completions by target probability: policy π_C vs "
              f"target p*_∞ (correct mass V = {d['correct_mass']:.2f}" + (f', measured at step {step})' if step else ')'))
     return title, d['completions'], d['pi_correct'], d['target_inf']
-Dashboard._prompt_dist = _prompt_dist
 
-def refresh(self, force:bool=False):
-    "Poll the log and the trainer once and redraw what changed."
+@patch
+def refresh(self:Dashboard, force:bool=False):
+    "Poll the log and the trainer's snapshot once and redraw what changed."
     with self._lock:
         self._redraw_time_charts(force)
-        lb = self.trainer.last_batch
-        new_batch = lb is not None and lb is not self._last_batch
+        snap = self.trainer.snapshot()
+        lb = snap.batch
+        new_batch = lb is not None and lb.get('completions') is not (self._last_batch or {}).get('completions')
         if new_batch: self._batches.append(lb); self._last_batch = lb
         beta = self.trainer.controls.snapshot()['beta']
-        ev = getattr(self.trainer, 'coverage', None)
-        res = getattr(ev, 'last_result', None) if ev else None
-        key = (beta, id(res), self.prompt.value)
+        key = (beta, id(snap.coverage[1]) if snap.coverage else None, self.prompt.value)
         if new_batch or force or key != self._shown.get('now'):
             update_coverage_now(self.now_fig, self._batches, self.trainer.config.num_generations, beta,
-                                self._prompt_dist() if self.now_fig.layout.meta['enumerable'] else None)
+                                self._prompt_dist(snap.coverage) if self.now_fig.layout.meta['enumerable'] else None)
             self._shown['now'] = key
         if new_batch or force: self.table.value = completions_table(lb, self.trainer.config.num_generations, self.table_rows)
         self._sync_controls()
-        self._redraw_status()
-Dashboard.refresh = refresh
+        self._redraw_status(snap)
 
-def _overlay(self, run_dirs, names=None):
-    "Overlay other runs (finished or running) on this dashboard's time charts."
+@patch
+def overlay(self:Dashboard, run_dirs, # run directories (finished, or running in another process)
+            names=None, # legend names (default: the directories' names)
+           ):
+    "Overlay other runs on this dashboard's time charts (a GRPO baseline beside the FlowRL run being steered)."
     dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
     names = list(names) if names is not None else [None] * len(dirs)
     with self._lock:
@@ -721,12 +421,12 @@ def _overlay(self, run_dirs, names=None):
         for o, n in zip(old, self.time_figs.values()): kids[kids.index(o)] = n; o.close()
         self.widget.children = kids
     return self
-Dashboard._overlay = _overlay
 
-def close(self, stop_run:bool=False): # also stop the trainer's run (after its current step)
+@patch
+def close(self:Dashboard, stop_run:bool=False): # also stop the trainer's run (after its current step)
     "Stop refreshing and close the widgets; the run goes on unless `stop_run`."
     if stop_run: self.trainer.stop(wait=False)
     _LiveView.close(self)
     self.now_fig.close()
     if _OPEN.get(self.trainer) is self: del _OPEN[self.trainer]
-Dashboard.close = close
+

@@ -8,14 +8,14 @@ import gc, html, json, math, os, re, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from fastcore.basics import patch
-from .core import COLORS, atomic_write_json, atomic_write_text, seed_everything
+from .core import atomic_write_json, atomic_write_text, seed_everything
 from .config import ALGORITHMS, FlowRLConfig
+from .charts import distribution_figure, metrics_figure, tradeoff_figure
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TABLE_COLUMNS', 'CURVES', 'TRADEOFFS', 'DEMO_OVERRIDES', 'Comparison', 'summarize', 'fmt_cell',
-           'markdown_table', 'html_table', 'target_note', 'summary_table', 'algorithm_names', 'run_dir_name',
-           'default_workers', 'compare', 'metrics_figure', 'tradeoff_figure', 'distribution_figure', 'report_html',
-           'html_page', 'demo_config']
+__all__ = ['SUMMARY_COLUMNS', 'TABLE_COLUMNS', 'DEMO_OVERRIDES', 'Comparison', 'summarize', 'fmt_cell', 'markdown_table',
+           'html_table', 'target_note', 'summary_table', 'algorithm_names', 'run_dir_name', 'default_workers',
+           'compare', 'report_html', 'html_page', 'demo_config']
 
 # %% ../nbs/12_experiments.ipynb #f6e9a4bb
 @dataclass
@@ -155,29 +155,21 @@ def _report_rows(n:int, k:int) -> list:
 
 # %% ../nbs/12_experiments.ipynb #5151021c
 def _train_run(cfg:FlowRLConfig, steps:int, report_prompts:int, evaluators:dict, progress:bool=True) -> dict:
-    "Train one run of `compare` and measure it; `evaluators` caches reference enumerations between runs."
-    from flowrl_nb.metrics import coverage_for_trainer, coverage_metrics
-    from flowrl_nb.trainer import Trainer
+    "Train one run of `compare`, with exact coverage at the start, every `coverage_steps` and at the end; `evaluators` caches reference enumerations between runs."
+    from flowrl_nb.coverage import CoverageHook
+    from flowrl_nb.trainer import Trainer, default_hooks
     t0 = time.perf_counter()
-    tr = Trainer(cfg)
-    seed_everything(cfg.seed)  # FlowRL's Z head drew random numbers: re-seed so every run's first rollout is the same
     key = tuple(str(getattr(cfg, k)) for k in _COVERAGE_KEY)
-    if key in evaluators: tr.coverage = evaluators[key]
-    ev = evaluators[key] = coverage_for_trainer(tr)
-    hist, start, shown = [], [], []
-    if ev is not None:
-        c = tr.controls.snapshot()
-        r0 = ev.evaluate(tr.model, temperature=c['temperature'], beta=c['beta'])
-        tr.log.log_step(0, r0.metrics); hist.append({'step': 0, **r0.metrics})
-        shown = _report_rows(len(ev.rows), report_prompts)
-        start = [r0.distribution(i) for i in shown]
-    first = tr.step_count
-    for i, m in enumerate(tr.train(steps, progress=progress)):
-        hist.append({'step': first + i + 1, **m})
-    if ev is not None and steps and 'coverage/correct_mass' not in hist[-1]:  # the last step is always measured
-        m = coverage_metrics(tr); tr.log.log_step(hist[-1]['step'], m); hist[-1].update(m)
-    out = dict(history=hist, start=start, run_dir=tr.run_dir,
-               distributions=[ev.last_result.distribution(i) for i in shown] if ev is not None else None)
+    cov = CoverageHook(cfg.coverage_steps, at_start=True, at_end=True, evaluator=evaluators.get(key))
+    tr = Trainer(cfg, hooks=default_hooks(cfg, coverage=cov))
+    seed_everything(cfg.seed)  # FlowRL's Z head drew random numbers: re-seed so every run's first rollout is the same
+    steps_metrics = tr.train(steps, progress=progress)
+    ev = evaluators[key] = cov.evaluator
+    hist = [{'step': 0, **cov.first[1].metrics}] if cov.first is not None and cov.first[0] == 0 else []
+    hist += [{'step': i + 1, **m} for i, m in enumerate(steps_metrics)]
+    shown = _report_rows(len(ev.rows), report_prompts) if ev is not None else []
+    out = dict(history=hist, run_dir=tr.run_dir, start=[cov.first[1].distribution(i) for i in shown] if ev is not None else [],
+               distributions=[cov.last[1].distribution(i) for i in shown] if ev is not None else None)
     del tr; gc.collect()
     return dict(out, seconds=time.perf_counter() - t0)
 
@@ -261,91 +253,6 @@ def compare(config:FlowRLConfig|None=None, # the base config (default: the built
         if r['start'] and not res.start_distributions: res.start_distributions = r['start']
     if out_dir is not None: res.write(out)
     return res
-
-# %% ../nbs/12_experiments.ipynb #f5265df5
-CURVES = (('reward/mean', 'sampled reward (mean of the step)'), ('coverage/correct_mass', 'correct mass V'),
-          ('coverage/kl_pi_target_inf', 'KL(π_C ‖ p*_∞)'), ('coverage/kl_target_pi_inf', 'KL(p*_∞ ‖ π_C)'),
-          ('coverage/effective_modes', 'effective correct modes exp H(π_C)'),
-          ('coverage/modes_covered_correct', 'modes covered (π_C ≥ 0.1·p*_∞)'))
-
-def _series(history:list, key:str):
-    pts = [(m['step'], m[key]) for m in history if m.get(key) is not None and 'step' in m]
-    return [p[0] for p in pts], [p[1] for p in pts]
-
-def metrics_figure(histories:dict, # run name -> list of metric dicts with 'step'
-                   curves=CURVES, # (metric, title) pairs, one panel each
-                   cols:int=3, # panels per row
-                  ):
-    "A Plotly figure with one panel per metric and one coloured line per run."
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-    rows = math.ceil(len(curves) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in curves], horizontal_spacing=0.07, vertical_spacing=0.14)
-    for j, (name, hist) in enumerate(histories.items()):
-        color = COLORS[j % len(COLORS)]
-        for k, (key, _) in enumerate(curves):
-            x, y = _series(hist, key)
-            fig.add_trace(go.Scatter(x=x, y=y, name=name, legendgroup=name, showlegend=k == 0, line=dict(color=color),
-                                     mode='lines' if key == 'reward/mean' else 'lines+markers'), row=k // cols + 1, col=k % cols + 1)
-    target = next((m.get('coverage/target_effective_modes') for h in histories.values() for m in h
-                   if m.get('coverage/target_effective_modes') is not None), None)
-    keys = [k for k, _ in curves]
-    if target is not None and 'coverage/effective_modes' in keys:
-        k = keys.index('coverage/effective_modes')
-        fig.add_hline(y=target, line_dash='dash', line_color='gray', row=k // cols + 1, col=k % cols + 1,
-                      annotation_text='target', annotation_position='bottom right')
-    fig.update_xaxes(title_text='step', row=rows)
-    fig.update_layout(height=330 * rows, width=1100, margin=dict(t=60, l=40, r=20, b=40), legend=dict(orientation='h', y=1.08))
-    return fig
-
-# %% ../nbs/12_experiments.ipynb #49ec6061
-TRADEOFFS = (('coverage/effective_modes', 'effective correct modes'), ('coverage/kl_pi_target_inf', 'KL(π_C ‖ p*_∞)'),
-             ('coverage/kl_target_pi_inf', 'KL(p*_∞ ‖ π_C)'))
-
-def tradeoff_figure(histories:dict, # run name -> list of metric dicts with 'step'
-                    x:str='coverage/correct_mass', # the metric on the horizontal axis
-                    ys=TRADEOFFS, # (metric, title) pairs, one panel each
-                   ):
-    "Coverage against correct mass: one panel per metric, one path per run through its measured steps."
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-    fig = make_subplots(rows=1, cols=len(ys), subplot_titles=[f'{t} vs correct mass V' for _, t in ys], horizontal_spacing=0.07)
-    for j, (name, hist) in enumerate(histories.items()):
-        pts = [m for m in hist if m.get(x) is not None]
-        for k, (key, _) in enumerate(ys):
-            q = [m for m in pts if m.get(key) is not None]
-            fig.add_trace(go.Scatter(x=[m[x] for m in q], y=[m[key] for m in q], text=[f'step {m["step"]}' for m in q],
-                                     mode='lines+markers', name=name, legendgroup=name, showlegend=k == 0,
-                                     line=dict(color=COLORS[j % len(COLORS)])), row=1, col=k + 1)
-    fig.update_xaxes(title_text='correct mass V')
-    fig.update_layout(height=360, width=1100, margin=dict(t=60, l=40, r=20, b=40), legend=dict(orientation='h', y=1.15))
-    return fig
-
-# %% ../nbs/12_experiments.ipynb #be000efb
-def distribution_figure(distributions:dict, # run name -> list of `CoverageResult.distribution` dicts (same prompts)
-                        top:int=30, # correct answers shown per prompt (the target's most likely)
-                       ):
-    "Bars of each correct answer's final π (per run) against its target p*_∞, one row of panels per prompt."
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-    names = list(distributions)
-    prompts = [d['prompt'] for d in distributions[names[0]]]
-    titles = [f'{d["prompt"]} {n}: V = {d["correct_mass"]:.2f}' for i in range(len(prompts))
-              for n, d in ((n, distributions[n][i]) for n in names)]
-    fig = make_subplots(rows=len(prompts), cols=len(names), subplot_titles=titles, shared_yaxes=True,
-                        horizontal_spacing=0.03, vertical_spacing=0.12)
-    for i in range(len(prompts)):
-        for j, n in enumerate(names):
-            d = distributions[n][i]
-            x = d['completions'][:top]
-            fig.add_trace(go.Bar(x=x, y=d['target_inf'][:top], name='target p*_∞', legendgroup='target',
-                                 marker_color='lightgray', showlegend=i == 0 and j == 0), row=i + 1, col=j + 1)
-            fig.add_trace(go.Bar(x=x, y=d['pi'][:top], name=f'π ({n})', legendgroup=n, showlegend=i == 0,
-                                 marker_color=COLORS[j % len(COLORS)]), row=i + 1, col=j + 1)
-    fig.update_layout(barmode='group', height=300 * len(prompts), width=max(700, 380 * len(names)),
-                      margin=dict(t=70, l=40, r=20, b=40), legend=dict(orientation='h', y=1.06))
-    fig.update_xaxes(tickangle=-90, tickfont=dict(size=8))
-    return fig
 
 # %% ../nbs/12_experiments.ipynb #334d13aa
 def report_html(summary:dict, # from `summarize`

@@ -9,7 +9,7 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import NamedTuple
 import torch
-from .core import atomic_write_json, available_memory, check_choice, did_you_mean
+from .core import atomic_write_json, available_memory, check_choice, data_path, did_you_mean
 from .config import LORA_TARGETS, QUANTIZATIONS
 from .partition import ProjZ, pool_prompt
 
@@ -21,7 +21,8 @@ logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(_drop_bnb_kernels_n
 
 # %% auto #0
 __all__ = ['DTYPES', 'LoraSpec', 'resolve_model_path', 'load_policy', 'LogProbOut', 'sequence_inputs', 'token_logprobs',
-           'make_z_head', 'eval_mode', 'reference_logprobs', 'save_adapter_and_z', 'load_z_head']
+           'make_z_head', 'eval_mode', 'reference_logprobs', 'save_adapter_and_heads', 'save_adapter_and_z',
+           'load_head_state', 'load_z_head']
 
 # %% ../nbs/06_model.ipynb #eb335160
 # LORA_TARGETS (every attention and MLP projection of a Qwen2/Llama block) is declared once, in flowrl_nb.config
@@ -79,9 +80,7 @@ def _offline() -> bool:
 def resolve_model_path(name_or_path) -> str:
     "The local directory (or hub id) that `name_or_path` names; `\"tiny\"` is the built-in tiny model."
     s = str(name_or_path)
-    if s == 'tiny':
-        from flowrl_nb.tiny import tiny_model_path
-        return str(tiny_model_path())
+    if s == 'tiny': return str(data_path('tiny-digits'))  # the built-in tiny model (flowrl_nb.tiny builds it)
     p = Path(s).expanduser()
     if p.exists():
         if not (p / 'config.json').exists():
@@ -343,26 +342,47 @@ def reference_logprobs(model, # a PeftModel: its base (adapters off) is the refe
         return token_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature).logp
 
 # %% ../nbs/06_model.ipynb #58929c88
+def _head_spec(name:str, head:torch.nn.Module) -> dict:
+    "What rebuilds a head: ProjZ's constructor arguments (read by `load_z_head`), else its class."
+    if isinstance(head, ProjZ):
+        return {'class': 'flowrl_nb.partition.ProjZ', 'hidden_size': head.hidden_size, 'num_layers': head.num_layers,
+                'dropout': head.dropout}
+    return {'class': f'{type(head).__module__}.{type(head).__qualname__}'}
+
+def save_adapter_and_heads(model, # the PeftModel
+                           heads:dict, # name -> head module outside PEFT (FlowRL: {'z': ProjZ}); may be empty
+                           out_dir, # directory to write into (created if missing)
+                          ) -> Path:
+    "Write the LoRA adapter (PEFT format) and each head (`<name>_head.safetensors` + `<name>_head.json`) into `out_dir`."
+    from safetensors.torch import save_file
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    for name, head in heads.items():
+        state = {k: v.detach().to('cpu', torch.float32).contiguous() for k, v in head.state_dict().items()}
+        save_file(state, str(out / f'{name}_head.safetensors'))
+        atomic_write_json(out / f'{name}_head.json', _head_spec(name, head))
+    return out
+
 def save_adapter_and_z(model, # the PeftModel
                        z_head:ProjZ|None, # the Z head, or None (GRPO / REINFORCE++ runs have none)
                        out_dir, # directory to write into (created if missing)
                       ) -> Path:
     "Write the LoRA adapter (PEFT format) and the Z head (safetensors + json) into `out_dir`."
-    from safetensors.torch import save_file
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    if z_head is not None:
-        state = {k: v.detach().to('cpu', torch.float32).contiguous() for k, v in z_head.state_dict().items()}
-        save_file(state, str(out / 'z_head.safetensors'))
-        atomic_write_json(out / 'z_head.json', {'class': 'flowrl_nb.partition.ProjZ', 'hidden_size': z_head.hidden_size,
-                                                'num_layers': z_head.num_layers, 'dropout': z_head.dropout})
-    return out
+    return save_adapter_and_heads(model, {} if z_head is None else {'z': z_head}, out_dir)
+
+def load_head_state(path, # a checkpoint directory
+                    name:str, # the head's name, e.g. 'z'
+                   ) -> dict:
+    "The state dict of head `name` saved by `save_adapter_and_heads` (fp32, on the CPU)."
+    from safetensors.torch import load_file
+    f = Path(path) / f'{name}_head.safetensors'
+    if not f.exists(): raise FileNotFoundError(f'no {name} head in {str(path)!r} ({f.name} missing)')
+    return load_file(str(f))
 
 def load_z_head(path, # a directory written by `save_adapter_and_z`, or its z_head.safetensors
                 device=None, # where to put the head (default CPU)
                ) -> ProjZ:
     "Rebuild the Z head saved by `save_adapter_and_z` (fp32)."
-    from safetensors.torch import load_file
     import json
     p = Path(path)
     d = p.parent if p.suffix == '.safetensors' else p
@@ -371,5 +391,5 @@ def load_z_head(path, # a directory written by `save_adapter_and_z`, or its z_he
                                 'was it saved by a FlowRL run with save_adapter_and_z?')
     cfg = json.loads((d / 'z_head.json').read_text())
     head = ProjZ(cfg['hidden_size'], cfg['num_layers'], cfg['dropout'])
-    head.load_state_dict(load_file(str(d / 'z_head.safetensors')))
+    head.load_state_dict(load_head_state(d, 'z'))
     return head.to(device or 'cpu')

@@ -4,13 +4,13 @@
 
 # %% ../nbs/08_runlog.ipynb #bff4418b
 from __future__ import annotations
-import json, math, os, time
+import json, math, os, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .core import atomic_write_text
 
 # %% auto #0
-__all__ = ['RunLog', 'read_jsonl', 'Run', 'load_run']
+__all__ = ['RunLog', 'read_jsonl', 'series', 'Run', 'load_run', 'RunTail']
 
 # %% ../nbs/08_runlog.ipynb #af57c8c8
 def _jsonable(v):
@@ -37,6 +37,10 @@ class RunLog:
     def log_step(self, step:int, metrics:dict):
         "Append one step's metrics."
         self._append({'type': 'step', 'step': int(step), 'time': time.time(), **metrics})
+
+    def log_meta(self, **fields):
+        "Append a `meta` record: facts about the run a reader needs before its first step (e.g. the metrics it will log)."
+        self._append({'type': 'meta', 'time': time.time(), **fields})
 
     def log_event(self, step:int, name:str, old, new, kind:str='control'):
         "Append an event, e.g. a live-control change that takes effect at `step`."
@@ -68,18 +72,30 @@ def read_jsonl(path) -> list[dict]:
     return out
 
 # %% ../nbs/08_runlog.ipynb #6b75a77b
+def series(records:list, # step records (dicts with 'step'), e.g. `Run.metrics` or a comparison's history
+           name:str, # the metric
+          ) -> tuple:
+    "`(steps, values)` of metric `name` over `records`, skipping steps where it was not logged or is null (NaN)."
+    pts = [(m['step'], m[name]) for m in records if m.get(name) is not None and 'step' in m]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
 @dataclass
 class Run:
-    "A run read back from its directory: config, per-step metrics and events."
+    "A run read back from its directory: config, per-step metrics, events and meta records."
     path: Path
     config: object            # FlowRLConfig (or a dict if the config could not be parsed)
     metrics: list = field(default_factory=list)  # one dict per step, in order
-    events: list = field(default_factory=list)   # control changes and other events
+    events: list = field(default_factory=list)   # control changes, rollbacks and other events
+    meta: dict = field(default_factory=dict)     # the run's meta records, merged (e.g. 'expected': metric names it logs)
 
     def series(self, name:str):
-        "`(steps, values)` of metric `name` over the run (steps where it was not logged are skipped)."
-        pts = [(m['step'], m[name]) for m in self.metrics if name in m]
-        return [p[0] for p in pts], [p[1] for p in pts]
+        "`(steps, values)` of metric `name` over the run (steps where it was not logged, or is null, are skipped)."
+        return series(self.metrics, name)
+
+    @property
+    def expected(self) -> set:
+        "The metric names the run said it would log (empty for runs written before meta records existed)."
+        return set(self.meta.get('expected') or ())
 
     def to_pandas(self):
         "The metrics as a pandas DataFrame indexed by step (needs pandas)."
@@ -98,4 +114,54 @@ def load_run(run_dir) -> Run:
         from flowrl_nb.config import FlowRLConfig
         config = FlowRLConfig.from_yaml(cfg_path)
     recs = read_jsonl(run_dir / 'metrics.jsonl')
-    return Run(run_dir, config, [r for r in recs if r.get('type') == 'step'], [r for r in recs if r.get('type') == 'event'])
+    meta = {}
+    for r in recs:
+        if r.get('type') == 'meta': meta.update({k: v for k, v in r.items() if k not in ('type', 'time')})
+    return Run(run_dir, config, [r for r in recs if r.get('type') == 'step'], [r for r in recs if r.get('type') == 'event'], meta)
+
+# %% ../nbs/08_runlog.ipynb #2f8069ad
+class RunTail:
+    "Follow a run directory's `metrics.jsonl`: `poll()` adds the records appended since the last poll to `.run`."
+    def __init__(self, run_dir, # a run directory (it may not have a metrics log yet)
+                 name:str|None=None): # legend name (default: the directory's name)
+        self.path = Path(run_dir)
+        self.name = name or self.path.name
+        self.run, self.error = Run(self.path, None), None
+        self._offset, self._inode, self._rest, self._lock = 0, None, b'', threading.Lock()
+
+    def _read_config(self):
+        path = self.path / 'config.yaml'
+        if not path.exists(): return
+        try:
+            from flowrl_nb.config import FlowRLConfig
+            self.run.config = FlowRLConfig.from_yaml(path)
+        except Exception as e: self.error = f'{path}: {e}'
+
+    def poll(self) -> bool:
+        "Read what was appended since the last poll; True if a step or event record was added."
+        with self._lock:
+            if self.run.config is None: self._read_config()
+            log = self.path / 'metrics.jsonl'
+            try: st = os.stat(log)
+            except FileNotFoundError: return False
+            if st.st_ino != self._inode or st.st_size < self._offset:  # a new or rewritten log: start again
+                self.run.metrics, self.run.events, self.run.meta = [], [], {}
+                self._offset, self._inode, self._rest = 0, st.st_ino, b''
+            if st.st_size == self._offset: return False
+            with open(log, 'rb') as f:
+                f.seek(self._offset); data = f.read(st.st_size - self._offset)
+            self._offset += len(data)
+            *lines, self._rest = (self._rest + data).split(b'\n')
+            added = False
+            for line in lines:
+                if not line.strip(): continue
+                try: rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    self.error = f'{log}: a line is not valid JSON ({e})'; continue
+                kind = rec.get('type')
+                if kind == 'step': self.run.metrics.append(rec); added = True
+                elif kind == 'event': self.run.events.append(rec); added = True
+                elif kind == 'meta': self.run.meta.update({k: v for k, v in rec.items() if k not in ('type', 'time')})
+            return added
+
+    def __repr__(self): return f'RunTail({self.name!r}, steps={len(self.run.metrics)}, events={len(self.run.events)})'

@@ -8,25 +8,20 @@ import html, json
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.basics import patch
-from .core import COLORS, atomic_write_json, atomic_write_text
+from .core import atomic_write_json, atomic_write_text
 from .config import ALGORITHMS, FlowRLConfig
+from .charts import SWEEP_PANELS, format_value, sweep_figure
 from .experiments import Comparison, algorithm_names, compare, demo_config, html_page, html_table, markdown_table, target_note
 
 # %% auto #0
-__all__ = ['REFERENCES', 'NOT_SWEPT', 'TRAJECTORY_METRICS', 'SWEEP_PANELS', 'SWEEP_COLUMNS', 'format_value', 'parse_values',
-           'sweep_runs', 'Sweep', 'sweep', 'trajectory', 'load_sweep', 'sweep_figure', 'sweep_table', 'sweep_html']
+__all__ = ['REFERENCES', 'NOT_SWEPT', 'TRAJECTORY_METRICS', 'SWEEP_COLUMNS', 'parse_values', 'sweep_runs', 'Sweep', 'sweep',
+           'trajectory', 'load_sweep', 'sweep_table', 'sweep_html']
 
 # %% ../nbs/18_sweep.ipynb #5ee6967b
 REFERENCES = ('grpo', 'reinforce_pp') # the reference algorithms run once each at the base config
 NOT_SWEPT = {'algorithm': 'give the algorithms to sweep with `algorithms=` (`--algos`)',
              'output_dir': 'each run goes to <out_dir>/runs/<name>',
              'max_steps': 'give the steps per run with `steps=` (`--steps`)'} # fields `sweep` refuses as its parameter, and why
-
-def format_value(v, # a value of a config field
-                ) -> str:
-    "A swept value as it appears in run names and labels: `1.0` → '1', `0.0001` → '0.0001', 'raw' → 'raw'."
-    if isinstance(v, bool) or not isinstance(v, float): return str(v)
-    return f'{v:.10g}'
 
 def parse_values(param:str, # the config field swept
                  values, # a comma-separated string ("1,3,5") or a list of values (strings are parsed)
@@ -121,63 +116,6 @@ def load_sweep(path, # a sweep folder (with sweep.json) or the sweep.json file i
     s = json.loads(f.read_text())
     for pt in s['points']: pt['run_dir'] = str(f.parent / pt['run_dir'])  # absolute stays absolute
     return s
-
-# %% ../nbs/18_sweep.ipynb #7d335fb3
-SWEEP_PANELS = (('coverage/modes_covered', 'modes covered (π ≥ 0.1·p*_∞)'),
-                ('coverage/kl_pi_target_inf', 'KL(π_C ‖ p*_∞)')) # (metric, title) per panel, against correct mass
-
-def _hover(name, m, keys) -> str:
-    return f'{html.escape(name)}<br>step {m["step"]}<br>' + '<br>'.join(f'{k.split("/")[-1]}: {m[k]:.3f}' for k in keys if m.get(k) is not None)
-
-def sweep_figure(summary:dict, # `Sweep.summary` or `load_sweep(dir)`
-                 panels=SWEEP_PANELS, # (metric, title) pairs, one panel each
-                 x:str='coverage/correct_mass', # the horizontal axis
-                ):
-    "The sweep's trade-off: final points joined along the swept values, paths as faint lines, references as diamonds."
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[f'{t} vs correct mass V' for _, t in panels], horizontal_spacing=0.08)
-    color = lambda a: COLORS[ALGORITHMS.index(a) % len(COLORS)] if a in ALGORITHMS else 'gray'
-    keys = [x] + [k for k, _ in panels]
-    hk = list(dict.fromkeys(keys + ['coverage/effective_modes', 'coverage/kl_target_pi_inf']))
-    param = summary['param']
-    start = next((p['trajectory'][0] for p in summary['points'] if p['trajectory'] and p['trajectory'][0]['step'] == 0), None)
-    for k, (key, _) in enumerate(panels):
-        col = k + 1
-        if start is not None and start.get(key) is not None:
-            fig.add_trace(go.Scatter(x=[start[x]], y=[start[key]], mode='markers', name='start (π_ref)', legendgroup='start',
-                                     showlegend=k == 0, marker=dict(symbol='x', size=11, color='black'),
-                                     hovertemplate=_hover('start: the reference policy', start, hk) + '<extra></extra>'), row=1, col=col)
-        for p in summary['points']:  # faint paths
-            t = [m for m in p['trajectory'] if m.get(key) is not None and m.get(x) is not None]
-            fig.add_trace(go.Scatter(x=[m[x] for m in t], y=[m[key] for m in t], mode='lines+markers', showlegend=False,
-                                     legendgroup=p['algorithm'] if not p['reference'] else p['name'], opacity=0.3,
-                                     line=dict(color=color(p['algorithm']), width=1, dash='dot' if p['reference'] else 'solid'),
-                                     marker=dict(size=4), hovertemplate=[_hover(p['name'], m, hk) + '<extra></extra>' for m in t]),
-                          row=1, col=col)
-        for a in summary['algorithms']:  # the swept curve, in the order of the values
-            pts = [p for p in summary['points'] if not p['reference'] and p['algorithm'] == a and p['trajectory']]
-            fig.add_trace(go.Scatter(x=[p['trajectory'][-1][x] for p in pts], y=[p['trajectory'][-1][key] for p in pts],
-                                     mode='lines+markers+text', name=f'{a}: {param} sweep', legendgroup=a, showlegend=k == 0,
-                                     text=[f'{param}={format_value(p["value"])}' for p in pts], textposition='top center',
-                                     textfont=dict(size=10), marker=dict(size=10, color=color(a)),
-                                     line=dict(color=color(a), width=1.5, dash='dash'),
-                                     hovertemplate=[_hover(p['name'], p['trajectory'][-1], hk) + '<extra></extra>' for p in pts]),
-                          row=1, col=col)
-        for p in summary['points']:
-            if not p['reference'] or not p['trajectory']: continue
-            m = p['trajectory'][-1]
-            fig.add_trace(go.Scatter(x=[m[x]], y=[m[key]], mode='markers+text', name=p['name'], legendgroup=p['name'],
-                                     showlegend=k == 0, text=[p['name']], textposition='bottom center', textfont=dict(size=10),
-                                     marker=dict(symbol='diamond', size=12, color=color(p['algorithm']), line=dict(width=1, color='black')),
-                                     hovertemplate=_hover(p['name'], m, hk) + '<extra></extra>'), row=1, col=col)
-    fig.update_xaxes(title_text='correct mass V', rangemode='tozero')
-    steps = max((p['steps'] for p in summary['points']), default=0)
-    fig.update_layout(height=500, template='plotly_white', autosize=True, margin=dict(t=120, l=50, r=20, b=50),
-                      title=dict(text=f'{param} sweep: final points after {steps} steps, paths from the reference (faint)',
-                                 x=0.01, xanchor='left', yref='container', y=0.98, yanchor='top', font=dict(size=15)),
-                      legend=dict(orientation='h', yref='container', y=0.90, yanchor='top', x=0), font=dict(size=11))
-    return fig
 
 # %% ../nbs/18_sweep.ipynb #7be5ad11
 SWEEP_COLUMNS = ('valid_mass', 'modes_covered', 'modes_covered_correct', 'effective_modes', 'kl_pi_target_inf',

@@ -103,7 +103,7 @@ def fingerprint(tr: Trainer) -> dict:
     "What a user can see of a finished run: logged metrics (no wall-clock times), weights, files, events."
     from flowrl_nb.runlog import load_run
     run = load_run(tr.run_dir)
-    metrics = [{k: v for k, v in m.items() if not (k.startswith('time') or k in ('tokens_per_sec', 'type'))
+    metrics = [{k: v for k, v in m.items() if not (k.startswith('time') or k.startswith('perf/') or k == 'type')
                 and not k.startswith('control/')} for m in run.metrics]
     weights = {n: round(float(p.detach().double().sum()), 10) for n, p in tr.model.named_parameters() if p.requires_grad}
     if tr.z_head is not None: weights['z'] = round(float(sum(p.detach().double().sum() for p in tr.z_head.parameters())), 10)

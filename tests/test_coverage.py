@@ -1,9 +1,9 @@
-"Exact coverage (flowrl_nb.metrics): the enumeration is complete and exact, and every metric matches a hand computation."
+"Exact coverage (flowrl_nb.completions, flowrl_nb.coverage): the enumeration is complete and exact, and every metric matches a hand computation."
 import math, tempfile
 import pytest, torch
 from flowrl_nb.config import FlowRLConfig
-from flowrl_nb.metrics import (COVERAGE_METRICS, CompletionSpace, ExactCoverage, coverage_of, coverage_for_trainer,
-                               tree_logprobs)
+from flowrl_nb.completions import CompletionSpace, tree_logprobs
+from flowrl_nb.coverage import COVERAGE_METRICS, CoverageHook, ExactCoverage, coverage_of
 from flowrl_nb.model import load_policy, token_logprobs
 from flowrl_nb.rollout import HFRolloutEngine
 from flowrl_nb.task import DigitSumTask
@@ -212,10 +212,11 @@ def test_trainer_logs_coverage_every_n_steps_without_changing_training(tmp_path)
     ha = a.train(4)
     assert [('coverage/correct_mass' in m) for m in ha] == [False, True, False, True]
     assert all(abs(m['coverage/total_mass'] - 1) < 1e-5 for m in ha[1::2])
-    assert isinstance(a.coverage, ExactCoverage) and len(a.coverage.rows) == 5
+    hook = next(h for h in a.hooks if isinstance(h, CoverageHook))
+    assert isinstance(hook.evaluator, ExactCoverage) and len(hook.evaluator.rows) == 5 and hook.last[0] == 4
     b = Trainer(FlowRLConfig(**SMALL, coverage_steps=0, output_dir=str(tmp_path / 'b')))
     hb = b.train(4)
-    same = lambda h: [(m['reward/mean'], m['final_loss']) for m in h]
+    same = lambda h: [(m['reward/mean'], m['actor/final_loss']) for m in h]
     assert same(ha) == same(hb)                       # measuring draws no random numbers and trains nothing
     assert load_run(a.run_dir).series('coverage/correct_mass')[0] == [2, 4]
     assert a.rewards.calls == 4                       # the run's own reward counters are untouched by coverage
@@ -227,4 +228,6 @@ def test_not_enumerable_logs_nothing(tmp_path):
     tr = Trainer(FlowRLConfig(**SMALL, coverage_steps=1, output_dir=str(tmp_path / 'r')), rows=rows,
                  reward_funcs=lambda prompts, completions, **kw: [float(len(c)) for c in completions])
     m = tr.train_step()
-    assert not any(k.startswith('coverage/') for k in m) and coverage_for_trainer(tr) is None
+    hook = next(h for h in tr.hooks if isinstance(h, CoverageHook))
+    assert not any(k.startswith('coverage/') for k in m) and hook.evaluator is None and tr.snapshot().coverage is None
+    assert not any(k.startswith('coverage/') for k in tr.snapshot().expected)

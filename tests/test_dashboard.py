@@ -5,23 +5,24 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from flowrl_nb.config import FlowRLConfig
-from flowrl_nb.runlog import RunLog, load_run
-from flowrl_nb.dashboard import (RunTail, RunsView, replay, time_figure, target_weights, advantage_shares, TIME_CHARTS,
-                                 chart_panels)
+from flowrl_nb.runlog import RunLog, RunTail, load_run
+from flowrl_nb.dashboard import RunsView, replay
+from flowrl_nb.charts import time_figure, target_weights, advantage_shares, TIME_CHARTS, chart_panels
 
 # The built-in task shrunk to 2-digit answers: exact coverage then takes well under a second per measurement.
 SMALL = dict(prompts_per_step=4, num_generations=4, num_mini_batches=2, save_steps=0, task_max_digits=2,
              max_completion_length=3, task_max_target=12, coverage_steps=2)
 
 
-def fake_run(d, steps=3, events=(), algorithm='flowrl'):
-    "A run directory written by hand: config, `steps` step records, and the given control events."
+def fake_run(d, steps=3, events=(), algorithm='flowrl', expected=()):
+    "A run directory written by hand: config, a meta record of the metrics it will log, `steps` step records, and events."
     d = Path(d); log = RunLog(d)
     FlowRLConfig(algorithm=algorithm, output_dir=str(d)).to_yaml(d / 'config.yaml')
+    if expected: log.log_meta(expected=list(expected))
     for s in range(1, steps + 1):
         for e in events:
             if e[0] == s: log.log_event(*e)
-        log.log_step(s, {'reward/mean': 0.1 * s, 'final_loss': 1.0 / s, 'log_z': 0.5, 'coverage/correct_mass': 0.2 + 0.01 * s})
+        log.log_step(s, {'reward/mean': 0.1 * s, 'actor/final_loss': 1.0 / s, 'actor/log_z': 0.5, 'coverage/correct_mass': 0.2 + 0.01 * s})
     return d
 
 
@@ -74,13 +75,22 @@ def test_replay_overlays_runs_and_marks_events(tmp_path):
 
 
 def test_panels_follow_what_runs_log_or_will_log(tmp_path):
-    grpo = load_run(fake_run(tmp_path / 'g', steps=0, algorithm='grpo'))
+    from flowrl_nb.coverage import COVERAGE_METRICS
+    grpo = load_run(fake_run(tmp_path / 'g', steps=0, algorithm='grpo', expected=[f'coverage/{k}' for k in COVERAGE_METRICS]))
     titles = [p.title for p in chart_panels('internals', [grpo])]
     assert 'mean log Z' not in titles and 'loss' in titles
-    cov = [p.title for p in chart_panels('coverage', [grpo])]    # digit-sum with coverage_steps > 0: will log coverage
+    cov = [p.title for p in chart_panels('coverage', [grpo])]    # it said it will log coverage: every panel, before any value
     assert len(cov) == len(TIME_CHARTS['coverage'][1])
-    grpo.config.coverage_steps = 0
-    assert [p.title for p in chart_panels('coverage', [grpo])] == ['reward mean']
+    quiet = load_run(fake_run(tmp_path / 'q', steps=0, algorithm='grpo', expected=['actor/final_loss']))
+    assert [p.title for p in chart_panels('coverage', [quiet])] == ['reward mean']
+
+
+def test_a_trainer_says_what_it_will_log(tmp_path):
+    from flowrl_nb.trainer import Trainer
+    g = load_run(Trainer(FlowRLConfig(**SMALL, algorithm='grpo', output_dir=str(tmp_path / 'g'))).run_dir)
+    f = load_run(Trainer(FlowRLConfig(**{**SMALL, 'coverage_steps': 0}, output_dir=str(tmp_path / 'f'))).run_dir)
+    assert 'coverage/correct_mass' in g.expected and 'actor/log_z' not in g.expected and 'actor/kl_penalty' in g.expected
+    assert 'actor/log_z' in f.expected and not any(k.startswith('coverage/') for k in f.expected)
 
 
 def test_time_figure_thins_long_runs_but_keeps_the_last_point(tmp_path):

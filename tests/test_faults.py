@@ -89,7 +89,7 @@ def test_an_extreme_reward_value_is_an_error_not_an_overflow(tmp_path):
     tr = Trainer(cfg(tmp_path), reward_funcs=[huge])
     with pytest.warns(RuntimeWarning, match=r'not finite numbers in \[-1e\+08, 1e\+08\] \(first 1e\+308\)'):
         hist = tr.train(2)
-    assert hist[1]['reward/errors'] == 1 and hist[1]['reward/unscorable'] == 1 and math.isfinite(hist[1]['final_loss'])
+    assert hist[1]['reward/errors'] == 1 and hist[1]['reward/unscorable'] == 1 and math.isfinite(hist[1]['actor/final_loss'])
 
 
 # ------------------------------------------------------------------ a live change that breaks a step is undone
@@ -137,7 +137,7 @@ def test_signals_save_a_checkpoint_and_exit_with_the_shell_code(tmp_path, sig, c
     assert proc.returncode == code, (proc.returncode, stderr[-2000:])
     name = signal.Signals(sig).name
     assert f'interrupted by {name} at step' in stderr and f'--resume {out}' in stderr and 'done:' not in stdout
-    steps = [json.loads(l)['step'] for l in (out / 'metrics.jsonl').read_text().splitlines()]
+    steps = [r['step'] for r in map(json.loads, (out / 'metrics.jsonl').read_text().splitlines()) if r['type'] == 'step']
     ckpts = sorted((out / 'checkpoints').glob('step-*'))
     assert ckpts and ckpts[-1].name == f'step-{steps[-1]:06d}'  # the last finished step is checkpointed
     r = cli('train', '--resume', out, '--steps', '1')

@@ -5,11 +5,12 @@ import pytest, torch
 from flowrl_nb.config import FlowRLConfig
 from flowrl_nb.dashboard import replay
 from flowrl_nb.experiments import compare
-from flowrl_nb.sweep import load_sweep, parse_values, sweep, sweep_figure, sweep_table
+from flowrl_nb.sweep import load_sweep, parse_values, sweep, sweep_table
+from flowrl_nb.charts import sweep_figure
 from small_compare import EXE, SETS, SMALL  # tests/small_compare.py
 
 torch.set_num_threads(1)
-NOT_TIMING = lambda h: [{k: v for k, v in m.items() if not k.startswith('time') and k != 'tokens_per_sec'} for m in h]  # 'time', 'time/…'
+NOT_TIMING = lambda h: [{k: v for k, v in m.items() if not k.startswith(('time', 'perf/'))} for m in h]  # 'time', 'time/…'
 
 
 @pytest.fixture(scope='module')
@@ -95,7 +96,7 @@ def test_categorical_sweep_without_references():
     assert s['references'] == [] and not any(t.marker.symbol == 'diamond' for t in sweep_figure(s).data)
     h = sw.comparison.histories
     assert h['flowrl length_norm=mean'][1]['reward/mean'] == h['flowrl length_norm=sum'][1]['reward/mean']  # same first rollout
-    assert h['flowrl length_norm=mean'][1]['final_loss'] != h['flowrl length_norm=sum'][1]['final_loss']     # different objective
+    assert h['flowrl length_norm=mean'][1]['actor/final_loss'] != h['flowrl length_norm=sum'][1]['actor/final_loss']     # different objective
 
 
 def test_compare_in_workers_surfaces_a_failing_run(tmp_path):

@@ -126,7 +126,7 @@ def test_slow_rebuild_is_byte_identical(tmp_path):
     info = build_tiny_model(tmp_path / 'tiny', seed=0, n_eval_samples=200)
     for name in ('model.safetensors', 'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json'):
         assert (tmp_path / 'tiny' / name).read_bytes() == (tiny_model_path() / name).read_bytes(), \
-            f'{name} differs from data/tiny-digits: rebuild with nbs/05_tiny.ipynb and commit, or find the nondeterminism'
+            f'{name} differs from data/tiny-digits: rebuild with nbs/06c_tiny.ipynb and commit, or find the nondeterminism'
     committed = json.loads((tiny_model_path() / 'build_info.json').read_text())
     assert info['loss_curve'] == committed['loss_curve']
     # the reference's exact answer statistics are measured on the (identical) weights by the coverage module's tree

@@ -16,7 +16,7 @@ def cfg(tmp_path, name='run', **kw):
 
 def strip_times(ms):
     "Metrics without wall-clock fields (and without the log's own type/step/time keys)."
-    return [{k: v for k, v in m.items() if not (k.startswith('time') or k in ('tokens_per_sec', 'type', 'step'))} for m in ms]
+    return [{k: v for k, v in m.items() if not (k.startswith('time') or k.startswith('perf/') or k in ('type', 'step'))} for m in ms]
 
 
 @pytest.mark.parametrize('algorithm', ['flowrl', 'grpo', 'reinforce_pp'])
@@ -31,7 +31,7 @@ def test_each_algorithm_trains_and_moves_the_adapter(tmp_path, algorithm):
     after = dict(tr.model.named_parameters())
     assert any(not torch.equal(before[n], after[n]) for n in before), 'no adapter weight changed'
     if algorithm == 'flowrl':
-        assert {'log_z', 'delta_abs', 'importance_weight', 'ref_kl'} <= set(hist[-1])
+        assert {'actor/log_z', 'actor/delta_abs', 'actor/importance_weight', 'actor/ref_kl'} <= set(hist[-1])
     # the run can be read back
     run = load_run(tr.run_dir)
     assert [m['step'] for m in run.metrics] == [1, 2] and run.config.algorithm == algorithm
@@ -41,14 +41,14 @@ def test_each_algorithm_trains_and_moves_the_adapter(tmp_path, algorithm):
 def test_importance_weights_differ_from_one_after_first_minibatch(tmp_path):
     tr = Trainer(cfg(tmp_path, is_mode='none', learning_rate=5e-2, num_mini_batches=4, prompts_per_step=4, save_steps=0))
     m = tr.train_step()
-    assert m['importance_weight_raw'] != pytest.approx(1.0, abs=1e-6)
+    assert m['actor/importance_weight_raw'] != pytest.approx(1.0, abs=1e-6)
 
 
 def test_qlora_4bit_trains(tmp_path):
     pytest.importorskip('bitsandbytes')
     tr = Trainer(cfg(tmp_path, quantization='4bit', save_steps=0))
     hist = tr.train(1)
-    assert hist[0]['optim/skipped_steps'] == 0 and 'log_z' in hist[0]
+    assert hist[0]['optim/skipped_steps'] == 0 and 'actor/log_z' in hist[0]
     assert any('4bit' in type(m).__name__ for m in tr.model.modules())
 
 
@@ -75,7 +75,7 @@ def test_ablation_switches_are_live_controls(tmp_path):
     assert (a['control/reward_form'], a['control/length_norm']) == ('adv', 'mean')
     assert (b['control/reward_form'], b['control/length_norm']) == ('raw', 'sum')
     # with the raw reward in the exponent, log_reward is the mean raw reward (≥ 0), not the zero-mean r̂
-    assert b['log_reward'] >= 0
+    assert b['actor/log_reward'] >= 0
     names = [(e['step'], e['name']) for e in load_run(tr.run_dir).events]
     assert names == [(2, 'reward_form'), (2, 'length_norm')]
 
@@ -90,7 +90,7 @@ def test_background_run_pause_resume_stop(tmp_path):
     assert tr.status == 'paused'
     s = tr.step_count; time.sleep(0.5); assert tr.step_count == s   # really paused
     tr.controls.beta = 7.0
-    tr.resume()
+    tr.unpause()
     while tr.step_count < s + 1 and time.time() < deadline: time.sleep(0.05)
     tr.stop()
     assert tr.status == 'stopped' and not tr.running
@@ -276,7 +276,7 @@ def test_loss_agg_applies_to_reinforce_pp(tmp_path):
     a = Trainer(cfg(tmp_path, 'a', algorithm='reinforce_pp', save_steps=0)).train(2)
     b = Trainer(cfg(tmp_path, 'b', algorithm='reinforce_pp', save_steps=0, loss_agg='seq_mean_token_mean')).train(2)
     assert a[0]['reward/mean'] == b[0]['reward/mean']          # the same first batch (same seed) ...
-    assert a[0]['final_loss'] != b[0]['final_loss']            # ... aggregated differently
+    assert a[0]['actor/final_loss'] != b[0]['actor/final_loss']            # ... aggregated differently
 
 
 def test_unscorable_samples_are_left_out_of_the_update(tmp_path):
@@ -285,7 +285,7 @@ def test_unscorable_samples_are_left_out_of_the_update(tmp_path):
     tr = Trainer(cfg(tmp_path, save_steps=0), reward_funcs=[half])
     with pytest.warns(RuntimeWarning, match='got no value from any reward function'):
         m = tr.train_step()
-    assert m['reward/unscorable'] == 8 and tr.opt_steps == 2 and math.isfinite(m['final_loss'])
+    assert m['reward/unscorable'] == 8 and tr.opt_steps == 2 and math.isfinite(m['actor/final_loss'])
     assert sum(math.isnan(r) for r in tr.last_batch['rewards']) == 8
     none = Trainer(cfg(tmp_path, 'b', save_steps=0), reward_funcs=[lambda completions, **kw: [None] * len(completions)])
     with pytest.warns(RuntimeWarning):
