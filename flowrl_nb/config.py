@@ -14,8 +14,8 @@ from .core import atomic_write_text, check_choice, did_you_mean
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'WARMUP_UNITS', 'REWARD_FORMS', 'LENGTH_NORMS',
-           'ROLLOUT_ENGINES', 'REWARDS', 'LORA_TARGETS', 'LIVE_FIELDS', 'FIELD_CHECKS', 'CROSS_CHECKS', 'FIELD_NAMES',
-           'FlowRLConfig']
+           'ROLLOUT_ENGINES', 'REWARDS', 'TASK_NAMES', 'LORA_TARGETS', 'LIVE_FIELDS', 'FIELD_CHECKS', 'CROSS_CHECKS',
+           'FIELD_NAMES', 'PRESETS', 'FlowRLConfig']
 
 # %% ../nbs/01_config.ipynb #04d854b6
 ALGORITHMS = ('flowrl', 'grpo', 'reinforce_pp')
@@ -28,6 +28,7 @@ REWARD_FORMS = ('adv', 'raw')     # FlowRL: β·r̂ (as released) or β·r (raw 
 LENGTH_NORMS = ('mean', 'sum')    # FlowRL: token-mean log-probs (as released) or summed (exact trajectory balance)
 ROLLOUT_ENGINES = ('hf', 'vllm')
 REWARDS = ('task', 'math')        # the task's own reward, or verified math answers (flowrl_nb.math_reward)
+TASK_NAMES = ('digit_sum', 'arith')  # the built-in tasks: flowrl_nb.task (the tiny model's), flowrl_nb.arith (word problems)
 LORA_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
 
 LIVE_FIELDS = ('beta', 'learning_rate', 'z_learning_rate', 'is_mode', 'is_cap',
@@ -65,6 +66,10 @@ def _device(name, v):
         raise ValueError(f"{name} must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N', got {v!r}")
 
 _pos, _nonneg, _unit_open = _interval(0, lo_open=True), _interval(0), _interval(0, 1, True, True)
+
+def _arith_ops(name, v):
+    if not v or any(o not in '+-*' for o in v) or len(set(v)) != len(v):
+        raise ValueError(f"{name} must be distinct operations from '+-*', e.g. '+-', got {v!r}")
 _at_least_1, _prob = _interval(1), _interval(0, 1, hi_open=True)
 
 FIELD_CHECKS = dict(
@@ -86,7 +91,9 @@ FIELD_CHECKS = dict(
     train_file=_optional(_non_empty), reward=_choice(REWARDS), eval_file=_optional(_non_empty),
     eval_steps=_nonneg, eval_n=_at_least_1, eval_limit=_optional(_at_least_1),
     z_num_layers=_at_least_1, z_dropout=_prob,
-    task=_non_empty, task_min_target=_at_least_1, task_max_target=_at_least_1, task_max_digits=_at_least_1,
+    task=_choice(TASK_NAMES), task_min_target=_at_least_1, task_max_target=_at_least_1, task_max_digits=_at_least_1,
+    task_max_number=_interval(2, 10**6), task_num_ops=_interval(1, 3), task_ops=_arith_ops, task_num_problems=_at_least_1,
+    task_num_heldout=_nonneg,
     seed=_interval(0, 2**32 - 1), output_dir=_optional(_non_empty), logging_steps=_at_least_1,
     save_steps=_nonneg, coverage_steps=_nonneg, device=_device, max_nonfinite_steps=_at_least_1,
 )
@@ -119,9 +126,16 @@ def _math_needs_data(c):
 
 def _eval_needs_file(c):
     if c.eval_steps and c.eval_file is None:
-        raise ValueError(f'eval_steps={c.eval_steps} needs eval_file (a held-out benchmark); set eval_file or eval_steps=0')
+        raise ValueError(f'eval_steps={c.eval_steps} needs eval_file (a held-out benchmark, or "task" for the task\'s '
+                         f'held-out split); set eval_file or eval_steps=0')
+
+def _task_has_heldout(c):
+    if c.eval_file == 'task' and c.task != 'arith':
+        raise ValueError(f'eval_file="task" evaluates the task\'s held-out split, which only the arith task has (task={c.task!r}); '
+                         f'set task="arith" or name a benchmark')
 
 CROSS_CHECKS = [(('reward', 'train_file'), _math_needs_data), (('eval_steps', 'eval_file'), _eval_needs_file),
+                (('eval_file', 'task'), _task_has_heldout),
                 (('prompts_per_step', 'num_mini_batches'), _mini_batches_divide),
                 (('task', 'max_completion_length', 'task_max_digits'), _answer_fits),
                 (('task_min_target', 'task_max_target'), _target_order),
@@ -226,10 +240,10 @@ class FlowRLConfig:
     # data, reward and evaluation for real tasks (default: the built-in digit-sum task and its reward)
     train_file:str|None=None # prompts from a benchmark file or name (flowrl_nb.data.load_benchmark), e.g. gsm8k
     reward:str='task' # task: the task's own reward | math: verified final answers (flowrl_nb.math_reward)
-    reward_incorrect:float=0.0 # reward of a wrong answer for reward="math" (the paper uses ±1: set -1)
+    reward_incorrect:float=0.0 # reward of a wrong answer for reward="math" and the arith task (the paper uses ±1: set -1)
     reward_timeout:float=600.0 # seconds all reward functions together may take on one batch; beyond, the batch's rewards count as errors
     max_reward_error_batches:int=3 # consecutive batches whose every sample failed in every reward function that stop the run
-    eval_file:str|None=None # held-out benchmark evaluated every eval_steps (flowrl_nb.eval.evaluate)
+    eval_file:str|None=None # held-out benchmark evaluated every eval_steps (flowrl_nb.eval.evaluate); "task": the arith task's held-out split
     eval_steps:int=0 # evaluate every N steps; 0 = never
     eval_n:int=4 # samples per problem in periodic evaluation (avg@n, pass@k)
     eval_limit:int|None=None # evaluate only the first N problems (None = all)
@@ -239,11 +253,16 @@ class FlowRLConfig:
     z_detach:bool=False # detach the Z head's input from the policy
     z_exclude_last:bool=False # drop the last prompt token from the pooling (the recipe's off-by-one)
     # task
-    task:str='digit_sum' # task name (the built-in one is digit_sum)
+    task:str='digit_sum' # digit_sum (the tiny model's, flowrl_nb.task) or arith (word problems for a real model, flowrl_nb.arith)
     task_min_target:int=5 # smallest digit sum asked for
     task_max_target:int=18 # largest digit sum asked for
     task_max_digits:int=3 # longest rewarded answer, in digits
     task_partial_credit:bool=False # graded reward instead of 1/0
+    task_max_number:int=20 # arith: largest number in a problem
+    task_num_ops:int=1 # arith: operations chained in one problem (1..3)
+    task_ops:str='+-' # arith: operations that may appear (some of +-*)
+    task_num_problems:int=256 # arith: problems in the training split
+    task_num_heldout:int=64 # arith: problems in the held-out split (never the same arithmetic as a training problem)
     # run, logging, checkpoints
     seed:int=0 # seeds Python, NumPy and torch
     output_dir:str|None=None # None -> runs/<algorithm>-<timestamp>
@@ -351,3 +370,21 @@ def to_yaml(self:FlowRLConfig, path=None) -> str: # if given, the YAML is also w
     text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
     if path is not None: atomic_write_text(path, text)
     return text
+
+# %% ../nbs/01_config.ipynb #3df3392a
+PRESETS = {  # name -> the fields it sets (everything else keeps its default)
+    'smollm2-arith': dict(
+        model_name_or_path='smollm2-135m-instruct', task='arith', task_max_number=20, task_num_ops=1, task_ops='+-',
+        lora_r=16, lora_alpha=32, learning_rate=2e-4, z_learning_rate=1e-3,
+        prompts_per_step=4, num_generations=8, num_mini_batches=2, max_steps=30,
+        max_prompt_length=128, max_completion_length=48, temperature=0.7,
+        eval_file='task', eval_steps=10, eval_n=4, eval_limit=32, save_steps=10, coverage_steps=0),
+}
+
+@patch(cls_method=True)
+def preset(cls:FlowRLConfig, name:str, # a key of `PRESETS`, e.g. "smollm2-arith"
+           **overrides): # fields to change on top of the preset
+    "The config of a named preset, with `overrides` applied."
+    check_choice('preset', name, tuple(PRESETS))
+    _check_names(overrides)
+    return cls(**{**PRESETS[name], **overrides})

@@ -8,9 +8,9 @@ import datetime, json, os, re, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch
-from .core import atomic_write_json, atomic_write_text
+from .core import atomic_write_json, atomic_write_text, check_choice
 from .data import load_benchmark, to_rows, MATH_INSTRUCTION
-from .math_reward import MathVerifier, extract_answer
+from .math_reward import ANSWER_FORMATS, MathVerifier, extract_answer
 from .rollout import RolloutBatch
 
 # %% auto #0
@@ -83,13 +83,17 @@ class EvalResult:
     def __repr__(self):
         return f'EvalResult({self.benchmark}: ' + ', '.join(f'{k}={v:.4g}' for k, v in self.summary.items() if isinstance(v, float)) + ')'
 
-def results_table(results:list) -> str:
-    "One markdown table for several `EvalResult`s: a row per benchmark, a column per metric."
+def results_table(results:list, # `EvalResult`s
+                  names:list|None=None, # row labels (default: each result's benchmark)
+                 ) -> str:
+    "One markdown table for several `EvalResult`s: a row per result, a column per metric."
+    names = [r.benchmark for r in results] if names is None else list(names)
+    if len(names) != len(results): raise ValueError(f'names has {len(names)} labels for {len(results)} results')
     keys = list(dict.fromkeys(k for r in results for k in r.summary))
     pct = lambda k: k.startswith(('avg@', 'pass@')) or k.endswith('_rate')
     fmt = lambda k, v: '' if v is None else f'{100 * v:.1f}' if pct(k) and isinstance(v, float) else f'{v:.3g}' if isinstance(v, float) else str(v)
-    head = '| benchmark | ' + ' | '.join(k + (' (%)' if pct(k) else '') for k in keys) + ' |'
-    rows = ['| ' + r.benchmark + ' | ' + ' | '.join(fmt(k, r.summary.get(k)) for k in keys) + ' |' for r in results]
+    head = '| ' + ('benchmark' if names == [r.benchmark for r in results] else 'run') + ' | ' + ' | '.join(k + (' (%)' if pct(k) else '') for k in keys) + ' |'
+    rows = ['| ' + n + ' | ' + ' | '.join(fmt(k, r.summary.get(k)) for k in keys) + ' |' for n, r in zip(names, results)]
     return '\n'.join([head, '|' + '---|' * (len(keys) + 1)] + rows)
 
 # %% ../nbs/17_eval.ipynb #db8b17be
@@ -140,6 +144,7 @@ def evaluate(policy, # a rollout engine, a (model, tokenizer) pair, or a model n
              embedder=None, # texts -> (m, d) array for embedding diversity; None skips it
              tokenizer=None, # for prompts when the engine has none (chat template detection)
              instruction:str=MATH_INSTRUCTION, # appended to every problem
+             answer_format:str='boxed', # how final answers are found (`flowrl_nb.math_reward.extract_answer`): boxed | last_number
              max_prompt_length:int=2048, # for a (model, tokenizer) policy: longer prompts are refused
              run_dir=None, # write run_dir/eval/<benchmark>[-step<k>].json (+ .samples.jsonl) when given
              step:int|None=None, # training step, recorded and used in the file name
@@ -150,6 +155,7 @@ def evaluate(policy, # a rollout engine, a (model, tokenizer) pair, or a model n
     from tqdm.auto import tqdm
     for name, v in (('n', n), ('batch_size', batch_size), ('max_new_tokens', max_new_tokens)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f'{name} must be an integer >= 1, got {v!r}')
+    check_choice('answer_format', answer_format, ANSWER_FORMATS)
     ks = _default_ks(n) if ks is None else sorted(set(ks))
     bad = [k for k in ks if not isinstance(k, int) or not 1 <= k <= n]
     if bad: raise ValueError(f'ks must be integers in [1, n={n}], got {bad}')
@@ -169,7 +175,7 @@ def evaluate(policy, # a rollout engine, a (model, tokenizer) pair, or a model n
                 chunk, recs = rows[s:s + batch_size], records[s:s + batch_size]
                 batch = engine.generate([r['prompt'] for r in chunk], n, max_new_tokens, temperature=temperature, top_p=top_p)
                 texts = list(batch.completions)
-                answers = [extract_answer(t) for t in texts]
+                answers = [extract_answer(t, answer_format) for t in texts]
                 golds = [r['answer'] for r in chunk for _ in range(n)]
                 verdicts = verifier.check(golds, answers)
                 lengths = batch.completion_mask.sum(1).tolist()
@@ -202,7 +208,7 @@ def evaluate(policy, # a rollout engine, a (model, tokenizer) pair, or a model n
                     'verify_errors': sum(p['errors'] for p in problems), 'mean_length': mean('mean_length')})
     settings = {'benchmark': str(benchmark) if isinstance(benchmark, (str, Path)) else bench, 'model': model_name, 'n': n,
                 'temperature': temperature, 'top_p': top_p, 'max_new_tokens': max_new_tokens, 'ks': ks, 'limit': limit,
-                'seed': seed, 'instruction': instruction, 'embedder': None if embedder is None else getattr(embedder, '__name__', 'custom'),
+                'seed': seed, 'instruction': instruction, 'answer_format': answer_format, 'embedder': None if embedder is None else getattr(embedder, '__name__', 'custom'),
                 'run_dir': None if run_dir is None else str(run_dir), 'step': step, 'seconds': round(time.time() - t0, 2),
                 'time': datetime.datetime.now().isoformat(timespec='seconds')}
     res = EvalResult(bench, summary, problems, settings)

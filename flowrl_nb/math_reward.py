@@ -7,11 +7,12 @@ from __future__ import annotations
 import json, os, re, select, signal, subprocess, sys, threading, time, weakref
 from typing import NamedTuple
 from fastcore.basics import patch
+from .core import check_choice
 from .rewards import aligned_column, completion_text
 
 # %% auto #0
-__all__ = ['VERDICTS', 'last_boxed', 'extract_answer', 'parse_answer', 'verify_answer', 'Verdict', 'MathVerifier', 'MathReward',
-           'math_format_reward']
+__all__ = ['ANSWER_FORMATS', 'VERDICTS', 'last_boxed', 'last_number', 'extract_answer', 'parse_answer', 'verify_answer',
+           'Verdict', 'MathVerifier', 'MathReward', 'math_format_reward']
 
 # %% ../nbs/14_math_reward.ipynb #8db0cc16
 def last_boxed(text:str) -> str|None:
@@ -44,11 +45,23 @@ def _tidy(ans:str) -> str:
         if ans.startswith(a) and ans.endswith(b) and len(ans) >= len(a) + len(b): ans = ans[len(a):len(ans) - len(b)].strip()
     return ans.rstrip('.').strip()
 
-def extract_answer(text:str) -> str|None:
-    "The final answer of a completion: last `\\boxed{}`, else GSM8K's `#### n`, else a trailing `Answer: ...`; None if none."
+ANSWER_FORMATS = ('boxed', 'last_number')
+_NUMBER_RE = re.compile(r'-?\d[\d,]*(?:\.\d+)?')
+
+def last_number(text:str) -> str|None:
+    "The last number in `text` (`-3`, `1,200`, `2.5`), thousands separators dropped; None if there is none."
+    found = _NUMBER_RE.findall(text)
+    return found[-1].replace(',', '').rstrip('.') if found else None
+
+def extract_answer(text:str, # a completion
+                   answer_format:str='boxed', # boxed: the last box, GSM8K's `#### n`, `Answer: ...` | last_number: the last box, else the last number
+                  ) -> str|None:
+    "The final answer of a completion (None if it has none), found as `answer_format` says."
+    check_choice('answer_format', answer_format, ANSWER_FORMATS)
     if not isinstance(text, str): return None
     boxed = last_boxed(text)
     if boxed is not None: return _tidy(boxed) or None
+    if answer_format == 'last_number': return last_number(text)
     for rx in (_GSM8K_RE, _ANSWER_RE):
         found = rx.findall(text)
         if found and _tidy(found[-1]): return _tidy(found[-1])
@@ -229,6 +242,7 @@ class MathReward:
                  correct:float=1.0, # reward of a verified answer
                  incorrect:float=0.0, # reward of everything else (the paper: -1)
                  answer_column:str='answer', # the column holding the gold answer
+                 answer_format:str='boxed', # how the final answer is found (`extract_answer`): boxed | last_number
                  workers:int=2, # verifier processes
                  timeout:float=5.0, # seconds per completion
                  verifier:MathVerifier|None=None, # share a pool between reward functions (default: a new one)
@@ -237,13 +251,15 @@ class MathReward:
         for name, v in (('correct', correct), ('incorrect', incorrect)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f'{name} must be a finite number, got {v!r}')
-        self.correct, self.incorrect, self.answer_column = float(correct), float(incorrect), answer_column
+        check_choice('answer_format', answer_format, ANSWER_FORMATS)
+        self.correct, self.incorrect, self.answer_column, self.answer_format = float(correct), float(incorrect), answer_column, answer_format
         self.verifier = verifier if verifier is not None else MathVerifier(workers=workers, timeout=timeout)
         self.errors, self.last_verdicts, self.last_metrics = 0, [], {}
         self.__name__ = 'math'
 
     def __repr__(self):
-        return f'MathReward(correct={self.correct}, incorrect={self.incorrect}, answer_column={self.answer_column!r}, errors={self.errors})'
+        return (f'MathReward(correct={self.correct}, incorrect={self.incorrect}, answer_column={self.answer_column!r}, '
+                f'answer_format={self.answer_format!r}, errors={self.errors})')
     def close(self): self.verifier.close()
 
     def __call__(self, completions:list, # decoded completions (strings, or chat messages)
@@ -251,7 +267,7 @@ class MathReward:
                 ) -> list[float]:
         "One reward per completion."
         golds = aligned_column(columns, self.answer_column, len(completions), 'math', 'gold answer', 'answer_column')
-        v = self.verifier.check(golds, [extract_answer(completion_text(c)) for c in completions])
+        v = self.verifier.check(golds, [extract_answer(completion_text(c), self.answer_format) for c in completions])
         n = max(len(v), 1)
         count = {s: sum(x.status == s for x in v) for s in VERDICTS}
         self.last_verdicts = v

@@ -12,6 +12,7 @@ import torch
 from .core import atomic_write_json, available_memory, check_choice, data_path, did_you_mean
 from .config import LORA_TARGETS, QUANTIZATIONS
 from .partition import ProjZ, pool_prompt
+from .smollm2 import MODEL_NAME as SMOLLM2, smollm2_path
 
 def _drop_bnb_kernels_notice(record:logging.LogRecord) -> bool:
     "False for bitsandbytes' import-time notice that the optional `kernels` package (a faster CPU 4-bit gemv) is missing."
@@ -78,9 +79,10 @@ def _offline() -> bool:
     return any(os.environ.get(k, '').strip().lower() in ('1', 'true', 'yes', 'on') for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'))
 
 def resolve_model_path(name_or_path) -> str:
-    "The local directory (or hub id) that `name_or_path` names; `\"tiny\"` is the built-in tiny model."
+    "The local directory (or hub id) that `name_or_path` names; `\"tiny\"` and `\"smollm2-135m-instruct\"` are built in."
     s = str(name_or_path)
     if s == 'tiny': return str(data_path('tiny-digits'))  # the built-in tiny model (flowrl_nb.tiny builds it)
+    if s.lower() == SMOLLM2: return str(smollm2_path())  # converted once from its PyPI GGUF (flowrl_nb.smollm2)
     p = Path(s).expanduser()
     if p.exists():
         if not (p / 'config.json').exists():
@@ -91,7 +93,7 @@ def resolve_model_path(name_or_path) -> str:
         why = ('hub downloads are impossible offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set)' if _offline()
                else 'it looks like a local path, not a hub id')
         raise FileNotFoundError(f'model {s!r} not found: no such directory, and {why}. Pass a directory written by '
-                                f'save_pretrained, or "tiny" for the built-in tiny model.')
+                                f'save_pretrained, "tiny" for the built-in tiny model or "{SMOLLM2}" for SmolLM2-135M-Instruct.')
     return s  # a hub id: transformers downloads it
 
 # %% ../nbs/06_model.ipynb #07223bae

@@ -113,14 +113,18 @@ def num_correct(self:DigitSumTask, target:int) -> int:
     return total
 
 # %% ../nbs/04_task.ipynb #c5041e13
-TASKS = {'digit_sum': DigitSumTask}
+TASKS = ('digit_sum', 'arith')  # = flowrl_nb.config.TASK_NAMES; arith is `flowrl_nb.arith.ArithTask`, loaded when asked for
 
-def task_from_config(cfg) -> DigitSumTask:
+def task_from_config(cfg):
     "The task named by `cfg.task` (default 'digit_sum'), built from the `cfg.task_*` fields."
     get = (lambda k, d: cfg.get(k, d)) if isinstance(cfg, Mapping) else (lambda k, d: getattr(cfg, k, d))
     name = str(get('task', 'digit_sum')).replace('-', '_')
-    check_choice('task', name, tuple(TASKS))
+    check_choice('task', name, TASKS)
+    if name == 'arith':
+        from flowrl_nb.arith import ArithTask
+        from flowrl_nb.config import FlowRLConfig
+        return ArithTask.from_config(FlowRLConfig(**cfg) if isinstance(cfg, Mapping) else cfg)
     d = DigitSumTask()
-    return TASKS[name](min_target=get('task_min_target', d.min_target), max_target=get('task_max_target', d.max_target),
+    return DigitSumTask(min_target=get('task_min_target', d.min_target), max_target=get('task_max_target', d.max_target),
                        max_digits=get('task_max_digits', d.max_digits),
                        partial_credit=get('task_partial_credit', d.partial_credit))

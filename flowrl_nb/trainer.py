@@ -132,10 +132,16 @@ class EvalHook(Hook):
         from flowrl_nb.data import load_benchmark
         from flowrl_nb.eval import evaluate
         from flowrl_nb.math_reward import MathVerifier
-        if self.records is None: self.records, self.verifier = load_benchmark(cfg.eval_file, limit=cfg.eval_limit), MathVerifier()
+        task = trainer.task if cfg.eval_file == 'task' else None  # the task's own held-out split, its instruction and answer format
+        if self.records is None:
+            self.records = (task.records('heldout')[:cfg.eval_limit] if task is not None
+                            else load_benchmark(cfg.eval_file, limit=cfg.eval_limit))
+            self.verifier = MathVerifier()
         trainer.phase = 'evaluating'
+        fmt = dict(instruction=task.instruction, answer_format=task.answer_format) if task is not None else {}
         res = evaluate(trainer.engine, self.records, n=cfg.eval_n, max_new_tokens=cfg.max_completion_length,
-                       tokenizer=trainer.tokenizer, run_dir=trainer.run_dir, step=result.step, progress=False, verifier=self.verifier)
+                       tokenizer=trainer.tokenizer, run_dir=trainer.run_dir, step=result.step, progress=False,
+                       verifier=self.verifier, **fmt)
         return {f'eval/{k}': v for k, v in res.summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def expected_metrics(self, trainer) -> tuple:

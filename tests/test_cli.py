@@ -48,3 +48,17 @@ def test_cli_import_is_light():
     code = 'import sys, flowrl_nb.cli; print("torch" in sys.modules)'
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert r.stdout.strip() == 'False'
+
+
+def test_presets_and_their_example_files():
+    "Every preset has its example YAML with the same fields (examples/<name>.yaml), and the CLI's help names it."
+    from flowrl_nb.cli import PRESET_NAMES, build_config, main
+    from flowrl_nb.config import PRESETS, FlowRLConfig
+    root = Path(__file__).resolve().parents[1]
+    for name in PRESETS:
+        path = root / 'examples' / (name.replace('-', '_') + '.yaml')
+        assert path.is_file(), f'preset {name} has no {path}'
+        assert FlowRLConfig.from_yaml(path) == FlowRLConfig.preset(name), f'{path.name} and PRESETS[{name!r}] differ'
+        assert name in PRESET_NAMES
+        assert build_config(preset=name, sets=['max_steps=2']) == FlowRLConfig.preset(name, max_steps=2)
+    assert main(['train', '--preset', 'nope']) == 2  # refused with the known names, before anything loads

