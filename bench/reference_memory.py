@@ -1,6 +1,7 @@
 """Peak memory of the reference policy: adapters disabled on the policy itself vs a deep-copied reference model.
 
     .venv/bin/python bench/reference_memory.py [--size medium|tiny] [--batch 128]
+    .venv/bin/python bench/reference_memory.py --size smollm2 --batch 16 --prompt-tokens 64 --completion-tokens 48
 
 Each scenario runs in a fresh Python process and reports its peak resident memory (ru_maxrss) above the
 memory measured after imports, before the model is loaded:
@@ -13,7 +14,9 @@ memory measured after imports, before the model is loaded:
 
 Goal: the reference adds < 5 % to the policy's peak (adapter_disabled vs policy). The default model is a
 synthetic Qwen2 (hidden 512, 8 layers, ~23 M parameters, random weights) so that weights, not the Python runtime,
-dominate the numbers; `--size tiny` uses the built-in 2.4 M-parameter model.
+dominate the numbers; `--size tiny` uses the built-in 2.4 M-parameter model and `--size smollm2` the real
+SmolLM2-135M-Instruct (`flowrl_nb.smollm2`; with the preset's shapes, one mini-batch of 16 sequences of about 64 prompt
+and 48 completion tokens, the logits of its 49,152-token vocabulary dominate the peak).
 """
 import argparse, json, os, resource, subprocess, sys, tempfile
 from pathlib import Path
@@ -27,7 +30,7 @@ def rss_kb() -> int:
     return 0
 
 
-def scenario(name, model_path, batch):
+def scenario(name, model_path, batch, P=6, T=8):
     import copy, torch
     torch.set_num_threads(1)
     from flowrl_nb.model import load_policy, token_logprobs, reference_logprobs
@@ -35,7 +38,7 @@ def scenario(name, model_path, batch):
     base_kb = rss_kb()
     model, tok = load_policy(model_path)
     g = torch.Generator().manual_seed(0)
-    P, T, V = 6, 8, len(tok)
+    V = len(tok)
     pi, pm = torch.randint(3, V, (batch, P), generator=g), torch.ones(batch, P, dtype=torch.long)
     ci, cm = torch.randint(3, V, (batch, T), generator=g), torch.ones(batch, T, dtype=torch.long)
     ref_model = None
@@ -68,23 +71,27 @@ def build_medium(d):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--size', default='medium', choices=['medium', 'tiny'])
+    ap.add_argument('--size', default='medium', choices=['medium', 'tiny', 'smollm2'])
+    ap.add_argument('--prompt-tokens', type=int, default=6)
+    ap.add_argument('--completion-tokens', type=int, default=8)
     ap.add_argument('--batch', type=int, default=128, help='sequences per step (default: 16 prompts x 8 samples)')
     ap.add_argument('--scenario', choices=SCENARIOS, help=argparse.SUPPRESS)  # internal: run one scenario
     ap.add_argument('--model', help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.scenario:
-        print(json.dumps(scenario(args.scenario, args.model, args.batch))); return 0
+        print(json.dumps(scenario(args.scenario, args.model, args.batch, args.prompt_tokens, args.completion_tokens))); return 0
     with tempfile.TemporaryDirectory() as d:
-        path = build_medium(d) if args.size == 'medium' else 'tiny'
+        path = build_medium(d) if args.size == 'medium' else {'tiny': 'tiny', 'smollm2': 'smollm2-135m-instruct'}[args.size]
         res = {}
         for name in SCENARIOS:
-            r = subprocess.run([sys.executable, __file__, '--scenario', name, '--model', str(path), '--batch', str(args.batch)],
+            r = subprocess.run([sys.executable, __file__, '--scenario', name, '--model', str(path), '--batch', str(args.batch),
+                                '--prompt-tokens', str(args.prompt_tokens), '--completion-tokens', str(args.completion_tokens)],
                                capture_output=True, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
             if r.returncode: print(r.stderr[-3000:], file=sys.stderr); return 1
             res[name] = json.loads(r.stdout.strip().splitlines()[-1])
     pol = res['policy']['peak_mb']
-    print(f'model: {args.size} ({res["policy"]["params_m"]:.1f} M parameters), batch {args.batch} x 14 tokens; '
+    print(f'model: {args.size} ({res["policy"]["params_m"]:.1f} M parameters), batch {args.batch} x '
+          f'{args.prompt_tokens + args.completion_tokens} tokens; '
           f'peak resident memory above the post-import baseline:')
     for name in SCENARIOS:
         mb = res[name]['peak_mb']

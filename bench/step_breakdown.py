@@ -1,6 +1,7 @@
-"""Where the time of one training step goes, for the default tiny config (a benchmark, not a test).
+"""Where the time of one training step goes, for the default tiny config or a preset (a benchmark, not a test).
 
     .venv/bin/python bench/step_breakdown.py [--algorithm flowrl] [--steps 6] [--threads 1]
+    .venv/bin/python bench/step_breakdown.py --preset smollm2-arith --steps 4 --threads 2     # the real model
 
 Prints seconds per phase of `Trainer.train_step` (from its own `time/*` metrics), tokens/s, and the ratio of a full
 step to the sum of its unavoidable parts measured standalone on the same batch shapes (the prompts of the step just
@@ -23,7 +24,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--algorithm', default='flowrl', choices=['flowrl', 'grpo', 'reinforce_pp'])
     ap.add_argument('--steps', type=int, default=6, help='measured steps (after 2 warm-up steps)')
-    ap.add_argument('--threads', type=int, default=1, help='torch threads (default 1: fastest at these shapes)')
+    ap.add_argument('--threads', type=int, default=1, help='torch threads (default 1: fastest at the tiny shapes)')
+    ap.add_argument('--preset', help='a named config (flowrl_nb.config.PRESETS), e.g. smollm2-arith; default: the tiny defaults')
+    ap.add_argument('--warmup', type=int, default=2, help='unmeasured steps first (default 2)')
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
@@ -31,10 +34,11 @@ def main(argv=None):
     from flowrl_nb.trainer import Trainer
     from flowrl_nb.model import token_logprobs, reference_logprobs
 
-    cfg = FlowRLConfig(algorithm=args.algorithm, save_steps=0, coverage_steps=0, output_dir=tempfile.mkdtemp())
+    base = FlowRLConfig.preset(args.preset) if args.preset else FlowRLConfig()
+    cfg = base.replace(algorithm=args.algorithm, save_steps=0, coverage_steps=0, eval_steps=0, output_dir=tempfile.mkdtemp())
     tr = Trainer(cfg)
     n, K = cfg.num_generations, cfg.num_mini_batches
-    for _ in range(2): tr.train_step()  # warm-up (allocator, lazy inits)
+    for _ in range(args.warmup): tr.train_step()  # warm-up (allocator, lazy inits)
 
     def sample():  # the prompts of the step just taken: the same batch shape (prompts_per_step x n rows) as the step's
         prompts = tr.last_batch['prompts'][::n]
@@ -63,7 +67,7 @@ def main(argv=None):
     step = statistics.median(full)
     unavoidable = sum(med.values())
     ntok = statistics.median(tokens)
-    print(f'{args.algorithm}: {cfg.prompts_per_step} prompts x {n} samples, max {cfg.max_completion_length} new tokens, '
+    print(f'{args.algorithm} on {cfg.model_name_or_path} ({args.preset or "defaults"}): {cfg.prompts_per_step} prompts x {n} samples, max {cfg.max_completion_length} new tokens, '
           f'K={K} mini-batches, torch threads={args.threads}, {args.steps} measured steps')
     print('\nfull step, by phase (medians of the trainer\'s own time/* metrics):')
     for k, v in phases.items(): print(f'  {k:<16} {statistics.median(v):7.3f} s')

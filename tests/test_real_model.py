@@ -27,10 +27,18 @@ def brevity(completions, **kwargs):
     return [-len(completion_text(c)) / 1000 for c in completions]
 
 
+@pytest.fixture(autouse=True)
+def two_threads():
+    "Two torch threads here, and the caller's count back afterwards: later tests compare numbers made with one thread."
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
 def _one_step(tmp_path, **kw):
     from flowrl_nb.task import task_from_config
     from flowrl_nb.trainer import Trainer
-    torch.set_num_threads(2)
     cfg = FlowRLConfig(model_name_or_path=MODEL_NAME, task='arith', prompts_per_step=2, num_generations=2,
                        num_mini_batches=1, max_completion_length=12, max_prompt_length=96, max_steps=1, lora_r=4,
                        lora_alpha=8, lora_target_modules=['q_proj', 'v_proj'], learning_rate=1e-3, temperature=0.7,

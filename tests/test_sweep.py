@@ -67,6 +67,7 @@ def test_moved_sweep_replays(cli_sweep, tmp_path):
 def test_workers_do_not_change_results(cli_sweep):
     "A run trained in a worker process gives the same numbers as in this process (one torch thread each)."
     _, out = cli_sweep
+    torch.set_num_threads(1)   # as in each worker, whatever an earlier test left behind
     seq = sweep(FlowRLConfig(**SMALL), 'beta', '1,15', references=('grpo',), steps=3, workers=1)
     par = load_sweep(out)
     for q, r in zip(seq.summary['points'], par['points']):

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / '_docs'
 SHOTS = ROOT / 'build' / 'docs-screenshots'
-DEFAULT_PAGES = ('index.html', 'tutorials/reading_the_objective.html')
+DEFAULT_PAGES = ('index.html', 'tutorials/reading_the_objective.html', 'tutorials/flowrl_on_a_real_llm.html')
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync']
 

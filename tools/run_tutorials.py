@@ -3,6 +3,7 @@
     python tools/run_tutorials.py                       # every tutorial in nbs/tutorials/
     python tools/run_tutorials.py --modules             # every module notebook (nbs/NN_*.ipynb)
     python tools/run_tutorials.py nbs/tutorials/03_reading_the_objective.ipynb
+    python tools/run_tutorials.py --clean-outputs nbs/*.ipynb nbs/tutorials/*.ipynb   # filter saved outputs, run nothing
 
 Tutorials and module notebooks are committed WITH outputs: the docs site shows what is saved in them (nbdev's docs
 processing does not run them), so each function's page shows what its example printed. Progress bars and third-party
@@ -27,10 +28,14 @@ _BNB_NOTICE = 'Failed to load CPU gemm_4bit_forward from kernels-community'  # b
 
 
 def _drop_noise(cell):
-    """Remove progress bars, third-party deprecation warnings (with the source line Python prints under each) and
+    """Remove progress bars (on stderr, and tqdm's notebook widgets), third-party deprecation warnings (with the source line Python prints under each) and
     bitsandbytes' optional-kernel notice from a cell's stderr; everything else on stderr is kept."""
     outs = []
     for o in cell.get('outputs', []):
+        data = o.get('data', {})
+        if o.get('output_type') == 'display_data' and 'application/vnd.jupyter.widget-view+json' in data \
+                and _BAR.search(''.join(data.get('text/plain', ''))):
+            continue  # a tqdm.notebook bar: without the widget state it would show as a frozen "0%" line
         if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
             keep, skip_next = [], False
             for l in re.split(r'[\r\n]', o['text']):
@@ -51,7 +56,7 @@ def _has_cuda() -> bool:
     except Exception: return False
 
 
-def run(path: Path, timeout: int = 1800) -> float:
+def run(path: Path, timeout: int = 3600) -> float:
     "Execute `path` in place (skipping `#| gpu` cells without CUDA) and return the seconds it took."
     nb = nbformat.read(path, as_version=4)
     cuda = _has_cuda()
@@ -83,8 +88,20 @@ def run(path: Path, timeout: int = 1800) -> float:
     return took
 
 
+def clean_outputs(path: Path) -> None:
+    "Apply the same output filter to a notebook's saved outputs without executing it."
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == 'code': _drop_noise(cell)
+    nbformat.write(nb, path)
+    subprocess.run([str(Path(sys.executable).parent / 'nbdev_clean'), '--fname', str(path)], cwd=ROOT, check=True)
+
+
 if __name__ == '__main__':
     args = sys.argv[1:]
+    if args[:1] == ['--clean-outputs']:
+        for p in args[1:]: clean_outputs(Path(p).resolve())
+        sys.exit(0)
     if args == ['--modules']: paths = sorted((ROOT / 'nbs').glob('[0-9]*.ipynb'))
     else: paths = [Path(p).resolve() for p in args] or sorted((ROOT / 'nbs' / 'tutorials').glob('*.ipynb'))
     for p in paths: run(p)
