@@ -239,8 +239,12 @@ def _check_lengths(cfg:FlowRLConfig, model, tokenizer, rows:list):
 def _make_engine(cfg:FlowRLConfig, model, tokenizer):
     "The rollout engine `cfg.rollout_engine` names, on the policy."
     if cfg.rollout_engine == 'vllm':
-        raise ValueError("rollout_engine='vllm' is not available yet: flowrl_nb has no vLLM engine in this version, and it "
-                         "never falls back to another engine silently. Use rollout_engine='hf', or pass engine= a RolloutEngine")
+        from flowrl_nb.vllm_engine import VLLMRolloutEngine
+        from flowrl_nb.model import resolve_model_path
+        engine = VLLMRolloutEngine(resolve_model_path(cfg.model_name_or_path), tokenizer, cfg.max_prompt_length,
+                                   cfg.max_completion_length, cfg.lora_r, seed=cfg.seed)
+        engine.sync_weights(model)  # the adapter it samples from first is the policy's own
+        return engine
     return HFRolloutEngine(model, tokenizer, max_prompt_length=cfg.max_prompt_length)
 
 # %% ../nbs/09_trainer.ipynb #22474a16

