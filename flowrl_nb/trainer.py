@@ -242,7 +242,8 @@ def _make_engine(cfg:FlowRLConfig, model, tokenizer):
         from flowrl_nb.vllm_engine import VLLMRolloutEngine
         from flowrl_nb.model import resolve_model_path
         engine = VLLMRolloutEngine(resolve_model_path(cfg.model_name_or_path), tokenizer, cfg.max_prompt_length,
-                                   cfg.max_completion_length, cfg.lora_r, seed=cfg.seed)
+                                   cfg.max_completion_length, cfg.lora_r, seed=cfg.seed,
+                                   dtype=str(model.get_input_embeddings().weight.dtype).removeprefix('torch.'))  # the policy's own precision
         engine.sync_weights(model)  # the adapter it samples from first is the policy's own
         return engine
     return HFRolloutEngine(model, tokenizer, max_prompt_length=cfg.max_prompt_length)

