@@ -239,8 +239,9 @@ def _check_lengths(cfg:FlowRLConfig, model, tokenizer, rows:list):
 def _make_engine(cfg:FlowRLConfig, model, tokenizer):
     "The rollout engine `cfg.rollout_engine` names, on the policy."
     if cfg.rollout_engine == 'vllm':
-        from flowrl_nb.vllm_engine import VLLMRolloutEngine
+        from flowrl_nb.vllm_engine import VLLMRolloutEngine, _require_vllm
         from flowrl_nb.model import resolve_model_path
+        _require_vllm()  # first: without vLLM the error names what to install, before anything is built
         engine = VLLMRolloutEngine(resolve_model_path(cfg.model_name_or_path), tokenizer, cfg.max_prompt_length,
                                    cfg.max_completion_length, cfg.lora_r, seed=cfg.seed,
                                    dtype=str(model.get_input_embeddings().weight.dtype).removeprefix('torch.'))  # the policy's own precision
