@@ -52,18 +52,25 @@ def test_no_benchmark_suggests_a_different_name(tmp_path):
     with pytest.raises(FileNotFoundError, match='did you mean "gsm8k"'): load_benchmark('gsm8j')
 
 
-def test_nothing_reads_a_shared_folder_beside_the_checkout():
-    "A user's clone has no ../shared: no module, test, tool or notebook source may reach for it (saved outputs aside)."
+def test_no_source_reaches_outside_the_checkout():
+    """A user's clone holds only the repository: no module, test, tool or notebook source may name a relative path that
+    climbs out of it (saved outputs aside), such as a data folder that sat beside the developers' checkout."""
+    import re
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    files = [p for d in ('flowrl_nb', 'tools', 'nbs', 'bench', '.ci') for p in (root / d).rglob('*') if p.is_file()]
+    files = [p for d in ('flowrl_nb', 'tools', 'nbs', 'bench', '.ci', 'tests') for p in (root / d).rglob('*') if p.is_file()]
+    climb = re.compile(r'(?:\.\./)+[\w.-]+')  # one or more parent steps, then a name
+
+    def outside(text, folder):  # relative paths in a source are read from its own folder (nbdev, the tools, the notebooks)
+        return [m.group() for m in climb.finditer(text) if not (folder / m.group()).resolve().is_relative_to(root)]
+    assert outside('open("' + '../' * 3 + 'data/x")', root / 'nbs') and not outside('see ../nbs/a.ipynb', root / 'flowrl_nb')
     hits = []
     for p in files + [root / 'setup.py']:
         if p.suffix == '.ipynb':
             texts = [''.join(c['source']) for c in json.loads(p.read_text(encoding='utf-8'))['cells']]
         elif p.suffix in ('.py', '.sh', '.yml', '.yaml', '') and '__pycache__' not in p.parts: texts = [p.read_text(encoding='utf-8', errors='replace')]
         else: continue
-        hits += [str(p.relative_to(root)) for t in texts if '../shared' in t or 'shared/data' in t]
+        hits += [f'{p.relative_to(root)}: {h}' for t in texts for h in outside(t, p.parent)]
     assert not hits, hits
 
 
