@@ -92,6 +92,12 @@ _PLOTLY_MIME = 'application/vnd.plotly.v1+json'
 _WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
 
 
+def is_progress_widget(output: dict) -> bool:
+    "A saved tqdm.notebook bar: a widget whose text fallback is a bar ('40%|...'). tools/run_tutorials.py drops them too."
+    data = output.get('data', {})
+    return _WIDGET_MIME in data and bool(re.search(r'\d+%\|', ''.join(data.get('text/plain', ''))))
+
+
 def _directives(src: str):
     "Quarto/nbdev cell directives (`#| key: value`) and the source without them."
     d, keep = {}, []
@@ -212,7 +218,7 @@ def prepare(nb, stats: dict, page: str = '', symbols: Symbols | None = None):
                 o['data'] = {'text/html': _plotly_html(data[_PLOTLY_MIME], stats['figures'] + nfig)}; nfig += 1
             elif 'text/html' in data and 'cdn.plot.ly' in data['text/html'] and 'plotly-graph-div' not in data['text/html']:
                 continue  # plotly.js loader printed by the notebook renderer: the page loads a local copy instead
-            elif _WIDGET_MIME in data and re.search(r'\d+%\|', str(data.get('text/plain', ''))):
+            elif is_progress_widget(o):
                 continue  # a tqdm progress bar (a widget in Jupyter): nothing to show on a static page
             elif _WIDGET_MIME in data and 'image/png' not in data:
                 o['data'] = {'text/html': '<div class="widget-note">An interactive widget was here: it runs in '

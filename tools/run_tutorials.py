@@ -16,6 +16,7 @@ import re, subprocess, sys, time
 from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
+from docs import is_progress_widget  # tools/docs.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 _GPU = re.compile(r'^\s*#\|\s*gpu\s*$', re.MULTILINE)
@@ -32,9 +33,7 @@ def _drop_noise(cell):
     bitsandbytes' optional-kernel notice from a cell's stderr; everything else on stderr is kept."""
     outs = []
     for o in cell.get('outputs', []):
-        data = o.get('data', {})
-        if o.get('output_type') == 'display_data' and 'application/vnd.jupyter.widget-view+json' in data \
-                and _BAR.search(''.join(data.get('text/plain', ''))):
+        if is_progress_widget(o):
             continue  # a tqdm.notebook bar: without the widget state it would show as a frozen "0%" line
         if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
             keep, skip_next = [], False
