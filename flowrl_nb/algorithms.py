@@ -74,6 +74,10 @@ def register(cls:type) -> type:
     ALGORITHM_CLASSES[cls.name] = cls
     return cls
 
+def _tis(mb, c:dict) -> dict:
+    "The truncated-IS arguments of a loss: the engine's log-probs and the cap when `tis_cap` is on, else nothing."
+    return {} if c['tis_cap'] is None else dict(rollout_logp=mb.rollout, tis_cap=c['tis_cap'])
+
 def make_algorithm(config:FlowRLConfig) -> Algorithm:
     "The algorithm `config.algorithm` names, built with `config`."
     return ALGORITHM_CLASSES[config.algorithm](config)
@@ -99,11 +103,9 @@ class FlowRL(Algorithm):
     def advantages(self, exp:Experience) -> torch.Tensor: return group_advantages(exp.rewards, exp.group_size)
 
     def loss(self, out, mb:Experience, c:dict) -> tuple:
-        tis = c['tis_cap'] is not None
         return flowrl_loss(out.logp, mb.ref, mb.old, out.log_z, mb.adv, mb.mask, beta=c['beta'],
                            is_mode=c['is_mode'], is_cap=c['is_cap'], eps_low=c['epsilon'], eps_high=c['epsilon_high'],
-                           rollout_logp=mb.rollout if tis else None, tis_cap=c['tis_cap'],
-                           reward_form=c['reward_form'], length_norm=c['length_norm'], reward=mb.rewards)
+                           **_tis(mb, c), reward_form=c['reward_form'], length_norm=c['length_norm'], reward=mb.rewards)
 
     @classmethod
     def relevant_controls(cls, c:dict) -> list:
@@ -123,7 +125,7 @@ class GRPO(Algorithm):
 
     def loss(self, out, mb:Experience, c:dict) -> tuple:
         return grpo_loss(out.logp, mb.old, mb.adv, mb.mask, eps_low=c['epsilon'], eps_high=c['epsilon_high'],
-                         ref_logp=mb.ref, kl_coef=self.config.kl_coef, agg=self.config.loss_agg)
+                         ref_logp=mb.ref, kl_coef=self.config.kl_coef, agg=self.config.loss_agg, **_tis(mb, c))
 
 # %% ../nbs/08a_algorithms.ipynb #4caa4aae
 @register
@@ -138,4 +140,4 @@ class ReinforcePP(Algorithm):
 
     def loss(self, out, mb:Experience, c:dict) -> tuple:
         return reinforce_pp_loss(out.logp, mb.old, mb.adv, mb.mask, eps_low=c['epsilon'], eps_high=c['epsilon_high'],
-                                 agg=self.config.loss_agg)
+                                 agg=self.config.loss_agg, **_tis(mb, c))

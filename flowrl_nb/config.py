@@ -14,8 +14,8 @@ from .core import atomic_write_text, check_choice, did_you_mean
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'WARMUP_UNITS', 'REWARD_FORMS', 'LENGTH_NORMS',
-           'ROLLOUT_ENGINES', 'REWARDS', 'TASK_NAMES', 'LORA_TARGETS', 'LIVE_FIELDS', 'FIELD_CHECKS', 'CROSS_CHECKS',
-           'FIELD_NAMES', 'PRESETS', 'FlowRLConfig']
+           'ROLLOUT_ENGINES', 'VLLM_DTYPES', 'AUTO', 'VLLM_TIS_CAP', 'REWARDS', 'TASK_NAMES', 'LORA_TARGETS',
+           'LIVE_FIELDS', 'FIELD_CHECKS', 'CROSS_CHECKS', 'FIELD_NAMES', 'PRESETS', 'FlowRLConfig']
 
 # %% ../nbs/01_config.ipynb #04d854b6
 ALGORITHMS = ('flowrl', 'grpo', 'reinforce_pp')
@@ -27,6 +27,9 @@ WARMUP_UNITS = ('optimizer_step', 'rollout_step')  # what warmup_steps counts; r
 REWARD_FORMS = ('adv', 'raw')     # FlowRL: β·r̂ (as released) or β·r (raw reward, trajectory balance)
 LENGTH_NORMS = ('mean', 'sum')    # FlowRL: token-mean log-probs (as released) or summed (exact trajectory balance)
 ROLLOUT_ENGINES = ('hf', 'vllm')
+VLLM_DTYPES = ('auto', 'float32', 'bfloat16', 'float16')  # auto: the policy's own precision
+AUTO = 'auto'                     # tis_cap='auto': chosen by the trainer from the rollout engine
+VLLM_TIS_CAP = 3.0                # tis_cap='auto' with an engine whose log-probs are not the policy's: TRL's cap
 REWARDS = ('task', 'math')        # the task's own reward, or verified math answers (flowrl_nb.math_reward)
 TASK_NAMES = ('digit_sum', 'arith')  # the built-in tasks: flowrl_nb.task (the tiny model's), flowrl_nb.arith (word problems)
 LORA_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
@@ -53,6 +56,10 @@ def _choice(choices):
 def _optional(check):
     "Skip `check` when the value is None."
     return lambda name, v: None if v is None else check(name, v)
+
+def _auto_or(check):
+    "Skip `check` when the value is 'auto' (resolved later, by the trainer)."
+    return lambda name, v: None if v == AUTO else check(name, v)
 
 def _non_empty(name, v):
     if not v.strip(): raise ValueError(f'{name} must be a non-empty string, got {v!r}')
@@ -81,13 +88,14 @@ FIELD_CHECKS = dict(
     max_grad_norm=_interval(0, 1e6, lo_open=True), adam_beta1=_prob, adam_beta2=_prob,
     reward_form=_choice(REWARD_FORMS), length_norm=_choice(LENGTH_NORMS),
     is_mode=_choice(IS_MODES), is_cap=_interval(0, 1e6, lo_open=True), epsilon=_unit_open,
-    epsilon_high=_interval(0, 10, lo_open=True), tis_cap=_optional(_interval(0, 1e6, lo_open=True)),
+    epsilon_high=_interval(0, 10, lo_open=True), tis_cap=_auto_or(_optional(_interval(0, 1e6, lo_open=True))),
     kl_coef=_interval(0, 1e3), reinforce_pp_kl_coef=_interval(0, 1e3), loss_agg=_choice(LOSS_AGGS),
     num_generations=_interval(1, 4096), prompts_per_step=_at_least_1, num_mini_batches=_at_least_1, max_steps=_at_least_1,
     max_prompt_length=_at_least_1, max_completion_length=_at_least_1, temperature=_interval(1e-3, 100),
     reward_incorrect=_interval(-1e6, 1e6), reward_timeout=_interval(0, 1e6, lo_open=True),
     max_reward_error_batches=_at_least_1,
-    top_p=_interval(0, 1, lo_open=True), rollout_engine=_choice(ROLLOUT_ENGINES),
+    top_p=_interval(0, 1, lo_open=True), rollout_engine=_choice(ROLLOUT_ENGINES), vllm_dtype=_choice(VLLM_DTYPES),
+    vllm_gpu_memory_utilization=_interval(0, 1, lo_open=True),
     train_file=_optional(_non_empty), reward=_choice(REWARDS), eval_file=_optional(_non_empty),
     eval_steps=_nonneg, eval_n=_at_least_1, eval_limit=_optional(_at_least_1),
     z_num_layers=_at_least_1, z_dropout=_prob,
@@ -187,6 +195,11 @@ def _parse(name, v, tp):
     "`v` converted to the annotated type `tp` of field `name`, or a `ValueError` naming the field."
     parse, optional = _parser(tp)
     if optional and (v is None or (isinstance(v, str) and v.strip().lower() in _NULL)): return None
+    args = typing.get_args(tp)
+    if float in args and str in args:  # a number that may also be 'auto' (float|str|None)
+        if isinstance(v, str) and v.strip().lower() == AUTO: return AUTO
+        try: return parse(name, v)
+        except ValueError: raise ValueError(f"{name} must be a number, none or 'auto', got {v!r}") from None
     return parse(name, v)
 
 # %% ../nbs/01_config.ipynb #664e2c90
@@ -226,7 +239,7 @@ class FlowRLConfig:
     is_cap:float=10.0 # C in w = min(π_θ/π_old, C) for is_mode="cap"
     epsilon:float=0.2 # lower clip ε: ratio >= 1-ε (TRL name; the recipe's clip_ratio_low)
     epsilon_high:float=0.28 # upper clip: ratio <= 1+epsilon_high (DAPO clip-higher)
-    tis_cap:float|None=None # truncated IS cap against the rollout engine's log-probs; None = off
+    tis_cap:float|str|None='auto' # truncated IS cap against the rollout engine's log-probs; None = off; auto: 3 with vLLM, off with HF
     # batch and sampling
     num_generations:int=8 # samples per prompt (one group)
     prompts_per_step:int=16 # prompts per rollout batch (B = prompts_per_step * num_generations)
@@ -237,6 +250,9 @@ class FlowRLConfig:
     temperature:float=1.0 # sampling temperature; log-probs use logits / temperature
     top_p:float=1.0 # nucleus sampling mass
     rollout_engine:str='hf' # hf (transformers generate) or vllm
+    vllm_dtype:str='auto' # vLLM's base precision: auto (the policy's own), float32, bfloat16, float16
+    vllm_gpu_memory_utilization:float=0.3 # vLLM's share of device memory (TRL's colocate default; CPU: of RAM)
+    vllm_enable_sleep_mode:bool=False # release vLLM's KV cache and offload its weights while the trainer updates (GPU)
     # data, reward and evaluation for real tasks (default: the built-in digit-sum task and its reward)
     train_file:str|None=None # prompts from a benchmark file or name (flowrl_nb.data.load_benchmark), e.g. gsm8k
     reward:str='task' # task: the task's own reward | math: verified final answers (flowrl_nb.math_reward)
@@ -323,7 +339,10 @@ def validate_change(self:FlowRLConfig, name:str, # a field in `LIVE_FIELDS`
     _check_names([name], 'config field')
     if name not in LIVE_FIELDS:
         raise ValueError(f'{name} cannot change during a run; live fields are {", ".join(LIVE_FIELDS)}')
-    return getattr(self.replace(**{name: value}), name)
+    v = getattr(self.replace(**{name: value}), name)
+    if v == AUTO:  # 'auto' is decided once, when the run starts and its rollout engine is known
+        raise ValueError(f"{name}='auto' is chosen when a run starts; during a run give a number, or none to switch it off")
+    return v
 
 # %% ../nbs/01_config.ipynb #b78a8d89
 def _is_file(s) -> bool:
@@ -376,9 +395,9 @@ PRESETS = {  # name -> the fields it sets (everything else keeps its default)
     'smollm2-arith': dict(
         model_name_or_path='smollm2-135m-instruct', task='arith', task_max_number=20, task_num_ops=1, task_ops='+-',
         lora_r=16, lora_alpha=32, learning_rate=2e-4, z_learning_rate=1e-3,
-        prompts_per_step=4, num_generations=8, num_mini_batches=2, max_steps=30,
+        prompts_per_step=8, num_generations=8, num_mini_batches=4, max_steps=15,  # 64 sequences per generate call
         max_prompt_length=128, max_completion_length=48, temperature=0.7,
-        eval_file='task', eval_steps=10, eval_n=4, eval_limit=32, save_steps=10, coverage_steps=0),
+        eval_file='task', eval_steps=5, eval_n=4, eval_limit=32, save_steps=5, coverage_steps=0),
 }
 
 @patch(cls_method=True)

@@ -138,6 +138,11 @@ def _importance_weight(log_ratio, m, is_mode, is_cap=10.0, eps_low=0.2, eps_high
     return raw.clamp(low, high), raw, raw < low, raw > high
 
 # %% ../nbs/02_objective.ipynb #3ef01d19
+def _tis_checked(tis_cap, rollout_logp):
+    if tis_cap is not None and rollout_logp is None:
+        raise ValueError(f'tis_cap={tis_cap!r} needs rollout_logp: pass the rollout engine\'s (B, T) log-probs, '
+                         'or tis_cap=None to switch truncated importance sampling off')
+
 def flowrl_loss(logp, # (B,T) log π_θ of the completion tokens (gets gradients)
                 ref_logp, # (B,T) log π_ref (constant)
                 old_logp, # (B,T) log π_old, the policy that sampled (constant)
@@ -161,9 +166,7 @@ def flowrl_loss(logp, # (B,T) log π_θ of the completion tokens (gets gradients
     check_choice('length_norm', length_norm, LENGTH_NORMS)
     if reward_form == 'raw' and reward is None:
         raise ValueError('reward_form="raw" needs reward: pass the (B,) raw rewards r, or use reward_form="adv"')
-    if tis_cap is not None and rollout_logp is None:
-        raise ValueError(f'tis_cap={tis_cap!r} needs rollout_logp: pass the rollout engine\'s (B, T) log-probs, '
-                         'or tis_cap=None to switch truncated importance sampling off')
+    _tis_checked(tis_cap, rollout_logp)
     m, (logp, ref_logp, old_logp, rollout_logp) = _validate(
         mask, tokens=dict(logp=logp, ref_logp=ref_logp, old_logp=old_logp, rollout_logp=rollout_logp),
         seqs=dict(log_z=log_z, adv=adv, **({} if reward is None else dict(reward=reward))),
@@ -194,15 +197,19 @@ def _aggregate(x, m, agg):
     "Mean of a token-level loss: over all completion tokens (`token_mean`) or per sequence then over sequences."
     return _token_mean(x, m) if agg == 'token_mean' else _seq_mean(x, m).mean()
 
-def _ppo_clip(logp, old_logp, adv, m, eps_low, eps_high, agg='token_mean'):
+def _ppo_clip(logp, old_logp, adv, m, eps_low, eps_high, agg='token_mean', rollout_logp=None, tis_cap=None):
     "PPO-clip surrogate −min(ratio·A, clip(ratio)·A) per token with (B,T) advantages, aggregated; and its metrics."
     ratio = _exp(logp - old_logp)                                    # π_θ/π_old per token
     surrogate = -torch.min(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
+    if tis_cap is not None:  # truncated IS per token, as TRL corrects vLLM: min(π_old/π_rollout, cap), a constant
+        w_tis = _exp(old_logp - rollout_logp.detach()).clamp(max=tis_cap)
+        surrogate = surrogate * w_tis
     loss = _aggregate(surrogate, m, agg)
     r = ratio.detach()
     metrics = dict(**_policy_metrics(logp.detach(), old_logp, m), importance_weight=_token_mean(r, m),
                    clip_frac_low=_token_mean(((r < 1 - eps_low) & (adv < 0)).to(r.dtype), m),
                    clip_frac_high=_token_mean(((r > 1 + eps_high) & (adv > 0)).to(r.dtype), m))
+    if tis_cap is not None: metrics['tis_weight'] = _token_mean(w_tis, m)
     return loss, metrics
 
 def grpo_loss(logp, # (B,T) log π_θ (gets gradients)
@@ -214,15 +221,19 @@ def grpo_loss(logp, # (B,T) log π_θ (gets gradients)
               ref_logp=None, # (B,T) log π_ref, for the KL penalty and the `ref_kl` metric
               kl_coef:float=0.0, # weight of the k3 KL penalty to the reference (needs `ref_logp` when > 0)
               agg:str="token_mean", # "token_mean" (DAPO) or "seq_mean_token_mean" (original GRPO)
+              rollout_logp=None, # (B,T) the rollout engine's log-probs, for truncated IS
+              tis_cap:float|None=None, # truncated-IS bound (per token); None = no truncated IS
              ) -> tuple[torch.Tensor, dict]:
     "GRPO loss: token-level PPO-clip surrogate with the group advantage, plus an optional k3 KL penalty."
     check_choice('agg', agg, AGG_MODES)
-    m, (logp, old_logp, ref_logp) = _validate(mask, tokens=dict(logp=logp, old_logp=old_logp, ref_logp=ref_logp),
-                                              seqs=dict(adv=adv), eps_low=eps_low, eps_high=eps_high, kl_coef=kl_coef)
+    _tis_checked(tis_cap, rollout_logp)
+    m, (logp, old_logp, ref_logp, rollout_logp) = _validate(
+        mask, tokens=dict(logp=logp, old_logp=old_logp, ref_logp=ref_logp, rollout_logp=rollout_logp),
+        seqs=dict(adv=adv), eps_low=eps_low, eps_high=eps_high, kl_coef=kl_coef, tis_cap=tis_cap)
     if kl_coef > 0 and ref_logp is None:
         raise ValueError(f'kl_coef={kl_coef!r} needs ref_logp: pass the reference log-probs, or kl_coef=0.0')
     adv_t = adv.detach().to(logp.dtype)[:, None].expand_as(logp)    # A_i on every token of sequence i
-    loss, metrics = _ppo_clip(logp, old_logp.detach(), adv_t, m, eps_low, eps_high, agg)
+    loss, metrics = _ppo_clip(logp, old_logp.detach(), adv_t, m, eps_low, eps_high, agg, rollout_logp, tis_cap)
     if ref_logp is not None:
         log_ratio = ref_logp.detach() - logp
         kl = _exp(log_ratio) - log_ratio - 1                        # k3 estimator of KL(π_θ‖π_ref), per token
@@ -265,11 +276,14 @@ def reinforce_pp_loss(logp, # (B,T) log π_θ (gets gradients)
                       eps_low:float=0.2, # ratio clipped below at 1 − eps_low
                       eps_high:float=0.28, # ratio clipped above at 1 + eps_high
                       agg:str="token_mean", # "token_mean" (OpenRLHF's default) or "seq_mean_token_mean"
+                      rollout_logp=None, # (B,T) the rollout engine's log-probs, for truncated IS
+                      tis_cap:float|None=None, # truncated-IS bound (per token); None = no truncated IS
                      ) -> tuple[torch.Tensor, dict]:
     "REINFORCE++ loss: the PPO-clip surrogate on batch-normalised token advantages, token mean (or `agg`)."
     check_choice('agg', agg, AGG_MODES)
-    m, (logp, old_logp, adv) = _validate(mask, tokens=dict(logp=logp, old_logp=old_logp, adv=adv),
-                                         eps_low=eps_low, eps_high=eps_high)
-    loss, metrics = _ppo_clip(logp, old_logp.detach(), adv.detach(), m, eps_low, eps_high, agg)
+    _tis_checked(tis_cap, rollout_logp)
+    m, (logp, old_logp, adv, rollout_logp) = _validate(mask, tokens=dict(logp=logp, old_logp=old_logp, adv=adv, rollout_logp=rollout_logp),
+                                                       eps_low=eps_low, eps_high=eps_high, tis_cap=tis_cap)
+    loss, metrics = _ppo_clip(logp, old_logp.detach(), adv.detach(), m, eps_low, eps_high, agg, rollout_logp, tis_cap)
     metrics['final_loss'] = loss.detach()
     return loss, _floats(metrics)

@@ -11,7 +11,8 @@ import torch
 from .model import eval_mode
 
 # %% auto #0
-__all__ = ['RolloutBatch', 'RolloutEngine', 'HFRolloutEngine']
+__all__ = ['RolloutBatch', 'RolloutEngine', 'stop_token_ids', 'pad_token_id', 'check_max_prompt_length', 'check_sampling_args',
+           'check_prompt_lengths', 'completion_text', 'HFRolloutEngine']
 
 # %% ../nbs/07_rollout.ipynb #ffb79d93
 @dataclass
@@ -105,6 +106,55 @@ class _PlainGenerationConfig:
         self.old, self.target.generation_config = self.target.generation_config, self.plain
     def __exit__(self, *exc): self.target.generation_config = self.old
 
+# %% ../nbs/07_rollout.ipynb #854a2840
+def stop_token_ids(tokenizer, # the policy's tokenizer
+                   generation_config=None, # the model's `GenerationConfig` (its `eos_token_id` may list more stop tokens)
+                  ) -> list:
+    "The token ids that end a completion: the tokenizer's EOS, then the generation config's, each once."
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    g_eos = getattr(generation_config, 'eos_token_id', None)
+    eos += list(g_eos) if isinstance(g_eos, (list, tuple)) else [g_eos] if g_eos is not None else []
+    eos = list(dict.fromkeys(eos))
+    if not eos: raise ValueError('the tokenizer has no EOS token and the model no eos_token_id: cannot tell where a completion ends')
+    return eos
+
+def pad_token_id(tokenizer, eos_ids:list) -> int:
+    "The tokenizer's pad id, or the first stop token when it has none."
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+
+def check_max_prompt_length(v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f'max_prompt_length must be an integer >= 1, got {v!r}')
+
+def check_sampling_args(prompts, n, max_new_tokens, temperature, top_p) -> list:
+    "The prompts as a list, after checking every argument of an engine's `generate`; a `ValueError` names the bad one."
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError('prompts must be a list of strings')
+    prompts = list(prompts)
+    if not prompts: raise ValueError('prompts is empty')
+    for name, v in (('n', n), ('max_new_tokens', max_new_tokens)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f'{name} must be an integer >= 1, got {v!r}')
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f'temperature must be > 0, got {temperature!r} (the log-probs use logits / temperature)')
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1): raise ValueError(f'top_p must be in (0, 1], got {top_p!r}')
+    return prompts
+
+def check_prompt_lengths(lengths:list, max_prompt_length:int):
+    "Refuse a prompt longer than `max_prompt_length` tokens, or an empty one, naming its index."
+    for i, n in enumerate(lengths):
+        if n > max_prompt_length:
+            raise ValueError(f'prompts[{i}] is {n} tokens long, more than max_prompt_length={max_prompt_length}; '
+                             f'shorten it or raise max_prompt_length')
+        if n == 0: raise ValueError(f'prompts[{i}] is empty (0 tokens); every prompt needs at least one token')
+
+def completion_text(tokenizer, ids:list, # one completion's tokens, up to and including its EOS if it has one
+                    eos_ids:list) -> str:
+    "The completion as text, special tokens kept visible; only a final EOS that is a special token is dropped."
+    # Dropping special tokens (skip_special_tokens) would let "1<unk>2" score as "12": a reward function could be gamed
+    # by tokens it never sees. An EOS id that is an ordinary token (a newline used as a stop token) stays in the text.
+    if ids and ids[-1] in eos_ids and ids[-1] in tokenizer.all_special_ids: ids = ids[:-1]
+    return tokenizer.decode(ids, skip_special_tokens=False)
+
 # %% ../nbs/07_rollout.ipynb #46666d1a
 class HFRolloutEngine:
     "Batched sampling with `model.generate` (KV cache, left padding); records the sampler's per-token log-probs."
@@ -115,28 +165,17 @@ class HFRolloutEngine:
                  tokenizer, # its tokenizer
                  max_prompt_length:int=512, # longer prompts (in tokens) are refused
                 ):
-        if isinstance(max_prompt_length, bool) or not isinstance(max_prompt_length, int) or max_prompt_length < 1:
-            raise ValueError(f'max_prompt_length must be an integer >= 1, got {max_prompt_length!r}')
+        check_max_prompt_length(max_prompt_length)
         self.model, self.tokenizer, self.max_prompt_length = model, tokenizer, max_prompt_length
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        g = getattr(model, 'generation_config', None)
-        g_eos = getattr(g, 'eos_token_id', None)
-        eos += g_eos if isinstance(g_eos, (list, tuple)) else [g_eos] if g_eos is not None else []
-        self.eos_token_ids = list(dict.fromkeys(eos))  # the tokenizer's EOS and the model's stop tokens
-        if not self.eos_token_ids: raise ValueError('the tokenizer has no EOS token and the model no eos_token_id: cannot tell where a completion ends')
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+        self.eos_token_ids = stop_token_ids(tokenizer, getattr(model, 'generation_config', None))
+        self.pad_token_id = pad_token_id(tokenizer, self.eos_token_ids)
 
     def sync_weights(self, model) -> None:
         "Nothing to do: this engine samples from the live model."
 
     def _encode(self, prompts):
         enc = self.tokenizer(prompts, padding=True, padding_side='left', return_tensors='pt')
-        lengths = enc.attention_mask.sum(1)
-        for i, n in enumerate(lengths.tolist()):
-            if n > self.max_prompt_length:
-                raise ValueError(f'prompts[{i}] is {n} tokens long, more than max_prompt_length={self.max_prompt_length}; '
-                                 f'shorten it or raise max_prompt_length')
-            if n == 0: raise ValueError(f'prompts[{i}] is empty (0 tokens); every prompt needs at least one token')
+        check_prompt_lengths(enc.attention_mask.sum(1).tolist(), self.max_prompt_length)
         return enc.input_ids, enc.attention_mask
 
     def generate(self, prompts:list, # prompt strings (plain text, no chat template)
@@ -147,15 +186,7 @@ class HFRolloutEngine:
                 ) -> RolloutBatch:
         "Sample `n` completions for each prompt; the n samples of a prompt are consecutive rows."
         from transformers import GenerationConfig, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
-        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise ValueError('prompts must be a list of strings')
-        prompts = list(prompts)
-        if not prompts: raise ValueError('prompts is empty')
-        for name, v in (('n', n), ('max_new_tokens', max_new_tokens)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f'{name} must be an integer >= 1, got {v!r}')
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f'temperature must be > 0, got {temperature!r} (the log-probs use logits / temperature)')
-        if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1): raise ValueError(f'top_p must be in (0, 1], got {top_p!r}')
+        prompts = check_sampling_args(prompts, n, max_new_tokens, temperature, top_p)
         ids, mask = self._encode(prompts)
         model = self.model
         device = model.get_input_embeddings().weight.device
@@ -177,12 +208,8 @@ class HFRolloutEngine:
         completion_ids = completion_ids.masked_fill(after_eos, self.pad_token_id).cpu()
         completion_mask = (~after_eos).long().cpu()
         logp = torch.where(after_eos, torch.zeros_like(logp), logp).float().cpu()
-        # Decode everything before the EOS, special tokens included: dropping them (skip_special_tokens) would let
-        # "1<unk>2" score as "12" and a reward function could be gamed by tokens it never sees.
-        # (An EOS id that is an ordinary token, e.g. a newline used as a stop token, stays part of the text.)
-        special = torch.isin(completion_ids, torch.tensor(self.tokenizer.all_special_ids, dtype=completion_ids.dtype))
-        keep = completion_mask.bool() & ~(is_eos.cpu() & special)
-        texts = [self.tokenizer.decode(row[k].tolist(), skip_special_tokens=False) for row, k in zip(completion_ids, keep)]
+        texts = [completion_text(self.tokenizer, row[:L].tolist(), self.eos_token_ids)
+                 for row, L in zip(completion_ids, completion_mask.sum(1).tolist())]
         return RolloutBatch(
             prompts=[p for p in prompts for _ in range(n)],
             completions=texts,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import patch
 from .core import RunError, atomic_dir, available_memory, seed_everything
-from .config import FlowRLConfig, LIVE_FIELDS
+from .config import AUTO, FlowRLConfig, LIVE_FIELDS, VLLM_TIS_CAP
 from .model import LoraSpec, load_policy, token_logprobs, reference_logprobs, eval_mode
 from .rollout import HFRolloutEngine, RolloutEngine
 from .task import task_from_config
@@ -21,13 +21,16 @@ from .coverage import CoverageHook
 
 # %% auto #0
 __all__ = ['KEEP_CHECKPOINTS', 'STATE_FIELDS', 'Controls', 'StepResult', 'Hook', 'LogHook', 'CheckpointHook', 'EvalHook',
-           'default_hooks', 'NonFiniteError', 'set_aside_previous_run', 'Trainer', 'CheckpointError',
+           'default_hooks', 'NonFiniteError', 'set_aside_previous_run', 'resolve_tis_cap', 'Trainer', 'CheckpointError',
            'latest_checkpoint', 'Snapshot']
 
 # %% ../nbs/09_trainer.ipynb #59c28413
 class Controls:
     "Thread-safe live knobs of a trainer: `controls.beta = 5` or `controls.set(beta=5, is_mode='clip')`."
     def __init__(self, config:FlowRLConfig):
+        if config.tis_cap == AUTO:
+            raise ValueError("Controls needs a concrete tis_cap, not 'auto': resolve it for the rollout engine first "
+                             "(flowrl_nb.trainer.resolve_tis_cap(config, engine))")
         object.__setattr__(self, '_config', config)
         object.__setattr__(self, '_lock', threading.Lock())
         object.__setattr__(self, '_values', {k: getattr(config, k) for k in LIVE_FIELDS})
@@ -242,12 +245,20 @@ def _make_engine(cfg:FlowRLConfig, model, tokenizer):
         from flowrl_nb.vllm_engine import VLLMRolloutEngine, _require_vllm
         from flowrl_nb.model import resolve_model_path
         _require_vllm()  # first: without vLLM the error names what to install, before anything is built
+        policy_dtype = str(model.get_input_embeddings().weight.dtype).removeprefix('torch.')  # fp32 on CPU; a 4-bit base: its compute dtype
         engine = VLLMRolloutEngine(resolve_model_path(cfg.model_name_or_path), tokenizer, cfg.max_prompt_length,
                                    cfg.max_completion_length, cfg.lora_r, seed=cfg.seed,
-                                   dtype=str(model.get_input_embeddings().weight.dtype).removeprefix('torch.'))  # the policy's own precision
+                                   dtype=policy_dtype if cfg.vllm_dtype == 'auto' else cfg.vllm_dtype,
+                                   gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                                   enable_sleep_mode=cfg.vllm_enable_sleep_mode)
         engine.sync_weights(model)  # the adapter it samples from first is the policy's own
         return engine
     return HFRolloutEngine(model, tokenizer, max_prompt_length=cfg.max_prompt_length)
+
+def resolve_tis_cap(cfg:FlowRLConfig, engine) -> FlowRLConfig:
+    "`cfg` with `tis_cap='auto'` made concrete for `engine`: `VLLM_TIS_CAP` when its log-probs are not the policy's own, else off."
+    if cfg.tis_cap != AUTO: return cfg
+    return cfg.replace(tis_cap=None if engine.logprobs_match_policy else VLLM_TIS_CAP)
 
 # %% ../nbs/09_trainer.ipynb #22474a16
 class Trainer:
@@ -302,6 +313,9 @@ class Trainer:
             missing = [a for a in ('generate', 'sync_weights', 'logprobs_match_policy', 'eos_token_ids') if not hasattr(self.engine, a)]
             raise TypeError(f'engine must follow the RolloutEngine protocol (flowrl_nb.rollout); {type(self.engine).__name__} '
                             f'lacks {", ".join(missing)}')
+        # truncated IS against the engine: on by default when its log-probs are not the policy's (vLLM); the chosen value is
+        # what config.yaml records, so a resumed run keeps it
+        self.config = cfg = resolve_tis_cap(cfg, self.engine)
         self.controls = Controls(cfg)
         self.sampler = np.random.default_rng(cfg.seed)   # which prompts each step sees
         self.hooks = list(hooks) if hooks is not None else default_hooks(cfg)
@@ -383,12 +397,16 @@ def _experience(self:Trainer, batch, scored, temperature:float) -> tuple:
     self.phase = 'computing old and reference log-probs'
     P, PM, C = (t.to(dev) for t in (batch.prompt_ids, batch.prompt_mask, batch.completion_ids))
     mask, rollout = batch.completion_mask.to(dev).float(), batch.rollout_logp.to(dev)
+    # no-grad passes in chunks of one mini-batch's rows: their logits (rows x T x vocabulary) never exceed the update's
+    rows = -(-cfg.prompts_per_step // cfg.num_mini_batches) * cfg.num_generations
+    chunks = [slice(s, s + rows) for s in range(0, len(C), rows)]
     with torch.no_grad():
         if self.engine.logprobs_match_policy and cfg.top_p == 1.0:
             old = rollout  # the sampler's own log-probs are log π_old exactly: no extra forward
         else:  # (top-p truncation, or an engine with its own numerics such as vLLM): teacher-force π_old
-            with eval_mode(model): old = token_logprobs(model, P, PM, C, mask, temperature=temperature).logp
-        ref = reference_logprobs(model, P, PM, C, mask, temperature=temperature)  # switches to eval mode itself
+            with eval_mode(model):
+                old = torch.cat([token_logprobs(model, P[s], PM[s], C[s], mask[s], temperature=temperature).logp for s in chunks])
+        ref = torch.cat([reference_logprobs(model, P[s], PM[s], C[s], mask[s], temperature=temperature) for s in chunks])
     _train_mode(model)
     exp = Experience(P, PM, C, mask, old, ref, rollout, _rewards_tensor(scored).to(dev), group_size=cfg.num_generations)
     exp.adv = self.algorithm.advantages(exp)

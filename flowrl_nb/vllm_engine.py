@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib, math, os, shutil, tempfile
 from pathlib import Path
 import torch
-from .rollout import RolloutBatch
+from .rollout import (RolloutBatch, check_max_prompt_length, check_prompt_lengths, check_sampling_args,
+                              completion_text, pad_token_id, stop_token_ids)
 
 # %% auto #0
 __all__ = ['VLLM_LORA_RANKS', 'lora_rank_bucket', 'VLLMRolloutEngine']
@@ -25,6 +26,12 @@ def _require_vllm():
                           'pins differ from the main environment') from e
     return vllm, LoRARequest, TokensPrompt
 
+def _generation_config(model_path):
+    "The model folder's `GenerationConfig` (its stop tokens), or None when it has none."
+    from transformers import GenerationConfig
+    try: return GenerationConfig.from_pretrained(str(model_path))
+    except (OSError, ValueError): return None
+
 def lora_rank_bucket(r:int) -> int:
     "The smallest `max_lora_rank` vLLM accepts that holds rank `r`."
     for b in VLLM_LORA_RANKS:
@@ -41,30 +48,39 @@ class VLLMRolloutEngine:
                  max_prompt_length:int, # longer prompts (in tokens) are refused
                  max_completion_length:int, # with max_prompt_length: vLLM's max_model_len
                  lora_rank:int, # the adapter's rank (vLLM is built for the smallest bucket that holds it)
-                 dtype:str='auto', # vLLM's dtype for the base ('auto', 'bfloat16', 'float32')
-                 gpu_memory_utilization:float|None=None, # vLLM's share of the GPU (None: vLLM's default)
+                 dtype:str='auto', # vLLM's dtype for the base ('auto' = vLLM's choice, 'bfloat16', 'float32', ...)
+                 gpu_memory_utilization:float|None=None, # vLLM's share of device memory (CPU: of RAM); None: vLLM's default
+                 enable_sleep_mode:bool=False, # release the KV cache and offload the weights between rollouts (GPU only)
                  keep_versions:int=2, # adapter versions kept on disk and in vLLM
                  **llm_kwargs, # passed to vllm.LLM
                 ):
         vllm, self._LoRARequest, self._TokensPrompt = _require_vllm()
+        check_max_prompt_length(max_prompt_length)
         if keep_versions < 1: raise ValueError(f'keep_versions must be >= 1, got {keep_versions}')
+        if enable_sleep_mode:
+            from vllm.platforms import current_platform
+            if not current_platform.is_sleep_mode_available():
+                raise ValueError(f'vllm_enable_sleep_mode=True needs a GPU: vLLM has no sleep mode on '
+                                 f'{current_platform.device_type or "this device"}; set vllm_enable_sleep_mode=false')
         self.tokenizer, self.max_prompt_length, self.keep_versions = tokenizer, max_prompt_length, keep_versions
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        self.eos_token_ids = list(dict.fromkeys(eos))
-        if not self.eos_token_ids: raise ValueError('the tokenizer has no EOS token: cannot tell where a completion ends')
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+        self.eos_token_ids = stop_token_ids(tokenizer, _generation_config(model_path))  # the stop tokens vLLM itself uses
+        self.pad_token_id = pad_token_id(tokenizer, self.eos_token_ids)
         kw = dict(model=str(model_path), tokenizer=str(model_path), enable_lora=True, max_lora_rank=lora_rank_bucket(lora_rank),
                   max_loras=keep_versions, dtype=dtype, logprobs_mode='processed_logprobs',
-                  max_model_len=max_prompt_length + max_completion_length, **llm_kwargs)
+                  max_model_len=max_prompt_length + max_completion_length, enable_sleep_mode=enable_sleep_mode, **llm_kwargs)
         if gpu_memory_utilization is not None: kw['gpu_memory_utilization'] = gpu_memory_utilization
         threads = torch.get_num_threads()
-        self.llm = vllm.LLM(**kw)
+        try: self.llm = vllm.LLM(**kw)
+        except (ValueError, OSError, RuntimeError) as e:  # an architecture vLLM lacks, a broken folder, no memory for it
+            raise ValueError(f'vLLM could not load the model in {model_path} ({type(e).__name__}: {str(e)[:500]}); check that vLLM '
+                             f'supports its architecture and that it fits, or use rollout_engine="hf"') from e
         torch.set_num_threads(threads)  # vLLM's CPU backend lowers torch's thread count for serving; the trainer keeps its own
+        self.enable_sleep_mode, self.asleep = enable_sleep_mode, False
         self.adapter_dir = Path(tempfile.mkdtemp(prefix='flowrl_nb_adapters_'))
-        self.version, self.versions, self.lora = 0, [], None
+        self.version, self.versions, self.lora, self._retired = 0, [], None, []
 
     def sync_weights(self, model) -> None:
-        "Save `model`'s LoRA adapter as a new version, sample with it from now on, drop versions beyond `keep_versions`."
+        "Save `model`'s LoRA adapter as a new version, sample with it from now on, retire versions beyond `keep_versions`."
         self.version += 1
         v = self.version
         final, tmp = self.adapter_dir / f'v{v}', self.adapter_dir / f'.v{v}.tmp'
@@ -74,31 +90,28 @@ class VLLMRolloutEngine:
         self.versions.append(v)
         while len(self.versions) > self.keep_versions:
             old = self.versions.pop(0)
-            with contextlib.suppress(Exception): self.llm.llm_engine.remove_lora(old)  # never loaded: nothing to remove
-            shutil.rmtree(self.adapter_dir / f'v{old}', ignore_errors=True)
+            self._retired.append(old)  # vLLM lets go of it at the next rollout, when it is awake
+            shutil.rmtree(self.adapter_dir / f'v{old}', ignore_errors=True)  # a loaded adapter no longer needs its files
 
     def _encode(self, prompts):
-        ids = []
-        for i, p in enumerate(prompts):
-            t = self.tokenizer(p).input_ids
-            if len(t) > self.max_prompt_length:
-                raise ValueError(f'prompts[{i}] is {len(t)} tokens long, more than max_prompt_length={self.max_prompt_length}; '
-                                 f'shorten it or raise max_prompt_length')
-            if not t: raise ValueError(f'prompts[{i}] is empty (0 tokens); every prompt needs at least one token')
-            ids.append(t)
+        ids = [self.tokenizer(p).input_ids for p in prompts]
+        check_prompt_lengths([len(t) for t in ids], self.max_prompt_length)
         return ids
 
     def generate(self, prompts:list, n:int, max_new_tokens:int, temperature:float=1.0, top_p:float=1.0) -> RolloutBatch:
         "Sample `n` completions for each prompt with the current adapter; the n samples of a prompt are consecutive rows."
         from vllm import SamplingParams
-        if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError('prompts must be a non-empty list of strings')
-        if not (math.isfinite(temperature) and temperature > 0): raise ValueError(f'temperature must be > 0, got {temperature!r}')
-        ids = self._encode(list(prompts))
+        prompts = check_sampling_args(prompts, n, max_new_tokens, temperature, top_p)
+        ids = self._encode(prompts)
+        if self.asleep: self.llm.wake_up(); self.asleep = False
+        for old in self._retired:
+            with contextlib.suppress(Exception): self.llm.llm_engine.remove_lora(old)  # never loaded: nothing to remove
+        self._retired = []
         seed = int(torch.randint(0, 2**31 - 1, (1,)))  # from torch's generator: the run's seed decides the samples
         sp = SamplingParams(n=n, temperature=float(temperature), top_p=float(top_p), top_k=0, max_tokens=max_new_tokens,
                             logprobs=0, seed=seed, stop_token_ids=self.eos_token_ids)
         outs = self.llm.generate([self._TokensPrompt(prompt_token_ids=t) for t in ids], sp, lora_request=self.lora, use_tqdm=False)
+        if self.enable_sleep_mode: self.llm.sleep(level=1); self.asleep = True  # the trainer's update has the memory
         P = max(map(len, ids))
         rows = [(t, c) for t, o in zip(ids, outs) for c in o.outputs]
         T = max(len(c.token_ids) for _, c in rows)
@@ -106,16 +119,13 @@ class VLLMRolloutEngine:
         prompt_ids = torch.full((B, P), self.pad_token_id, dtype=torch.long); prompt_mask = torch.zeros(B, P, dtype=torch.long)
         comp = torch.full((B, T), self.pad_token_id, dtype=torch.long); cmask = torch.zeros(B, T, dtype=torch.long)
         logp = torch.zeros(B, T); truncated = torch.zeros(B, dtype=torch.bool); texts = []
-        special = set(self.tokenizer.all_special_ids)
         for i, (t, c) in enumerate(rows):
             prompt_ids[i, P - len(t):] = torch.tensor(t); prompt_mask[i, P - len(t):] = 1  # left padding, as the HF engine
             toks = list(c.token_ids)
             comp[i, :len(toks)] = torch.tensor(toks, dtype=torch.long); cmask[i, :len(toks)] = 1
             logp[i, :len(toks)] = torch.tensor([c.logprobs[j][tok].logprob for j, tok in enumerate(toks)])
-            ended = bool(toks) and toks[-1] in self.eos_token_ids
-            truncated[i] = not ended
-            keep = toks[:-1] if ended and toks[-1] in special else toks  # special tokens stay visible, the final EOS does not
-            texts.append(self.tokenizer.decode(keep, skip_special_tokens=False))
+            truncated[i] = not (toks and toks[-1] in self.eos_token_ids)
+            texts.append(completion_text(self.tokenizer, toks, self.eos_token_ids))
         return RolloutBatch(prompts=[p for p in prompts for _ in range(n)], completions=texts, prompt_ids=prompt_ids,
                             prompt_mask=prompt_mask, completion_ids=comp, completion_mask=cmask, rollout_logp=logp,
                             truncated=truncated, group_size=n)

@@ -91,3 +91,59 @@ def test_rank_above_vllms_largest_is_refused():
     from flowrl_nb.vllm_engine import lora_rank_bucket
     with pytest.raises(ValueError, match='lora_r=600 is above the largest LoRA rank vLLM serves'):
         lora_rank_bucket(600)
+
+
+def test_tis_is_on_by_default_against_vllm(trainer):
+    # tis_cap='auto' became TRL's cap of 3 for this engine, and config.yaml says so (a resumed run keeps it)
+    assert trainer.config.tis_cap == 3.0
+    assert FlowRLConfig.from_yaml(trainer.run_dir / 'config.yaml').tis_cap == 3.0
+    assert trainer.controls.tis_cap == 3.0
+
+
+def test_the_engines_share_stop_tokens_and_prompt_checks(trainer):
+    from flowrl_nb.rollout import HFRolloutEngine
+    hf = HFRolloutEngine(trainer.model, trainer.tokenizer, max_prompt_length=trainer.config.max_prompt_length)
+    assert trainer.engine.eos_token_ids == hf.eos_token_ids and trainer.engine.pad_token_id == hf.pad_token_id
+    with pytest.raises(ValueError, match='prompts\\[1\\] is .* tokens long, more than max_prompt_length=96'):
+        trainer.engine.generate(['hi', 'x ' * 200], 2, 4)
+    with pytest.raises(ValueError, match='temperature must be > 0'):
+        trainer.engine.generate(['hi'], 2, 4, temperature=0)
+
+
+def test_grpo_trains_on_vllm_with_the_tiny_model():
+    from flowrl_nb.trainer import Trainer
+    torch.manual_seed(0)
+    cfg = FlowRLConfig(algorithm='grpo', rollout_engine='vllm', prompts_per_step=4, num_generations=4, max_steps=3,
+                       save_steps=0, coverage_steps=0, output_dir=tempfile.mkdtemp() + '/run')
+    tr = Trainer(cfg)
+    try:
+        before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
+        hist = tr.train(progress=False)
+        assert len(hist) == 3 and all(torch.isfinite(torch.tensor(m['actor/final_loss'])) for m in hist)
+        assert all('actor/tis_weight' in m for m in hist)             # TIS on against vLLM, by default
+        assert any(not torch.equal(p, tr.model.get_parameter(n)) for n, p in before.items())
+        assert tr.engine.version == 1 + 3 and len(tr.engine.versions) == 2  # at the start, then after each step's updates
+    finally:
+        tr.engine.close()
+
+
+def test_sleep_mode_is_refused_on_cpu_before_vllm_builds():
+    from flowrl_nb.trainer import Trainer
+    cfg = FlowRLConfig(rollout_engine='vllm', vllm_enable_sleep_mode=True, output_dir=tempfile.mkdtemp() + '/run')
+    with pytest.raises(ValueError, match='vllm_enable_sleep_mode=True needs a GPU: vLLM has no sleep mode on cpu'):
+        Trainer(cfg)
+
+
+def test_a_model_vllm_cannot_load_is_named(tmp_path):
+    from flowrl_nb.model import load_policy, resolve_model_path
+    from flowrl_nb.vllm_engine import VLLMRolloutEngine
+    import json, shutil
+    src = resolve_model_path('tiny')
+    bad = tmp_path / 'unloadable'
+    shutil.copytree(src, bad)
+    c = json.loads((bad / 'config.json').read_text())
+    c['architectures'] = ['NoSuchModelForCausalLM']
+    (bad / 'config.json').write_text(json.dumps(c))
+    _, tok = load_policy('tiny')
+    with pytest.raises(ValueError, match=f'vLLM could not load the model in {bad}'):
+        VLLMRolloutEngine(bad, tok, 16, 4, 8)
