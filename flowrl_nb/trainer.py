@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import patch
-from .core import RunError, atomic_dir, available_memory, seed_everything
+from .core import RunError, atomic_dir, available_memory, logits_bytes, seed_everything
 from .config import AUTO, FlowRLConfig, LIVE_FIELDS, VLLM_TIS_CAP
 from .model import LoraSpec, load_policy, token_logprobs, reference_logprobs, eval_mode
 from .rollout import HFRolloutEngine, RolloutEngine
@@ -232,10 +232,11 @@ def _check_lengths(cfg:FlowRLConfig, model, tokenizer, rows:list):
     device = next(p for p in model.parameters()).device
     free = available_memory(device)
     rows_per_update = -(-cfg.prompts_per_step // cfg.num_mini_batches) * cfg.num_generations
-    logits = rows_per_update * (cfg.max_completion_length + 1) * len(tokenizer) * 4 * 3  # fp32 logits, log-softmax, their grad
+    c = model.get_input_embeddings().weight.element_size()  # the logits' dtype (fp32 on CPU; a 4-bit base's embeddings are fp32)
+    logits = logits_bytes(rows_per_update, cfg.max_completion_length, len(tokenizer), c)  # the planner's formula (flowrl_nb.plan)
     if free is not None and logits > free:
         raise ValueError(f'one optimizer step needs about {_gb(logits)} for its logits alone ({rows_per_update} sequences x '
-                         f'{cfg.max_completion_length + 1} positions x {len(tokenizer):,} vocabulary x 4 bytes x 3), and '
+                         f'{cfg.max_completion_length + 1} positions x {len(tokenizer):,} vocabulary x {c + 8} bytes), and '
                          f'{device} has {_gb(free)} free; lower num_generations or prompts_per_step, raise num_mini_batches, '
                          f'or shorten max_completion_length')
 

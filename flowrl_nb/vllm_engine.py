@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib, math, os, shutil, tempfile
 from pathlib import Path
 import torch
-from .rollout import (RolloutBatch, check_max_prompt_length, check_prompt_lengths, check_sampling_args,
-                              completion_text, pad_token_id, stop_token_ids)
+from .rollout import RolloutBatch, check_max_prompt_length, check_prompt_lengths, check_sampling_args
+from .rollout import completion_text, pad_token_id, stop_token_ids
 
 # %% auto #0
 __all__ = ['VLLM_LORA_RANKS', 'lora_rank_bucket', 'VLLMRolloutEngine']
