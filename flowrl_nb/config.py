@@ -395,9 +395,9 @@ PRESETS = {  # name -> the fields it sets (everything else keeps its default)
     'smollm2-arith': dict(
         model_name_or_path='smollm2-135m-instruct', task='arith', task_max_number=20, task_num_ops=1, task_ops='+-',
         lora_r=16, lora_alpha=32, learning_rate=2e-4, z_learning_rate=1e-3,
-        prompts_per_step=8, num_generations=8, num_mini_batches=4, max_steps=15,  # 64 sequences per generate call
+        prompts_per_step=4, num_generations=8, num_mini_batches=2, max_steps=30,  # 32 sequences per generate call: see the notes
         max_prompt_length=128, max_completion_length=48, temperature=0.7,
-        eval_file='task', eval_steps=5, eval_n=4, eval_limit=32, save_steps=5, coverage_steps=0),
+        eval_file='task', eval_steps=10, eval_n=4, eval_limit=32, save_steps=10, coverage_steps=0),
 }
 
 @patch(cls_method=True)

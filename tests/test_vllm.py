@@ -110,21 +110,45 @@ def test_the_engines_share_stop_tokens_and_prompt_checks(trainer):
         trainer.engine.generate(['hi'], 2, 4, temperature=0)
 
 
-def test_grpo_trains_on_vllm_with_the_tiny_model():
+@pytest.fixture(scope='module')
+def tiny_grpo():
+    "A GRPO trainer on the built-in tiny model (a Qwen2) with rollout_engine='vllm'."
     from flowrl_nb.trainer import Trainer
     torch.manual_seed(0)
     cfg = FlowRLConfig(algorithm='grpo', rollout_engine='vllm', prompts_per_step=4, num_generations=4, max_steps=3,
                        save_steps=0, coverage_steps=0, output_dir=tempfile.mkdtemp() + '/run')
     tr = Trainer(cfg)
+    yield tr
+    tr.engine.close()
+
+
+@pytest.mark.parametrize('temperature', [1.0, 0.7])
+def test_logprobs_match_teacher_forcing_on_the_tiny_model(tiny_grpo, temperature):
+    from flowrl_nb.rewards import prompt_text
+    tr = tiny_grpo
+    prompts = [prompt_text(r['prompt'], tr.tokenizer) for r in tr.rows[:4]]
+    b = tr.engine.generate(prompts, 4, tr.config.max_completion_length, temperature=temperature)
+    with torch.no_grad():
+        hf = token_logprobs(tr.model, b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask, temperature=temperature).logp
+    d = (b.rollout_logp - hf)[b.completion_mask.bool()].abs()
+    assert b.num_tokens >= 16 and float(d.max()) < 1e-3, (float(d.max()), float(d.mean()))
+
+
+def test_grpo_trains_on_vllm_with_the_tiny_model(tiny_grpo):
+    tr = tiny_grpo
+    before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
+    hist = tr.train(progress=False)
+    assert len(hist) == 3 and all(torch.isfinite(torch.tensor(m['actor/final_loss'])) for m in hist)
+    assert all('actor/tis_weight' in m for m in hist)             # TIS on against vLLM, by default
+    assert any(not torch.equal(p, tr.model.get_parameter(n)) for n, p in before.items())
+    assert tr.engine.version == 1 + 3 and len(tr.engine.versions) == 2  # at the start, then after each step's updates
+    from flowrl_nb.trainer import Trainer
+    resumed = Trainer.resume(tr.run_dir, max_steps=4)   # from the checkpoint written at the end of the run
     try:
-        before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
-        hist = tr.train(progress=False)
-        assert len(hist) == 3 and all(torch.isfinite(torch.tensor(m['actor/final_loss'])) for m in hist)
-        assert all('actor/tis_weight' in m for m in hist)             # TIS on against vLLM, by default
-        assert any(not torch.equal(p, tr.model.get_parameter(n)) for n, p in before.items())
-        assert tr.engine.version == 1 + 3 and len(tr.engine.versions) == 2  # at the start, then after each step's updates
+        assert resumed.step_count == 3 and resumed.config.algorithm == 'grpo' and resumed.config.tis_cap == 3.0
+        assert len(resumed.train(progress=False)) == 1 and resumed.step_count == 4
     finally:
-        tr.engine.close()
+        resumed.engine.close()
 
 
 def test_sleep_mode_is_refused_on_cpu_before_vllm_builds():
@@ -147,3 +171,17 @@ def test_a_model_vllm_cannot_load_is_named(tmp_path):
     _, tok = load_policy('tiny')
     with pytest.raises(ValueError, match=f'vLLM could not load the model in {bad}'):
         VLLMRolloutEngine(bad, tok, 16, 4, 8)
+
+
+def test_the_cli_trains_with_vllm_through_the_projects_own_tooling(tmp_path):
+    # the README's way to use rollout_engine=vllm on a CPU: tools/vllm_run.sh runs `flowrl_nb` in the vLLM venv
+    import json, subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / 'run'
+    p = subprocess.run(['bash', str(root / 'tools/vllm_run.sh'), 'train', '--set', 'rollout_engine=vllm', '--set', 'max_steps=2',
+                        '--set', 'coverage_steps=0', '--set', f'output_dir={out}'], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    steps = [json.loads(l) for l in (out / 'metrics.jsonl').read_text().splitlines() if '"step"' in l]
+    assert [m['step'] for m in steps] == [1, 2] and all('actor/tis_weight' in m for m in steps)
+    assert FlowRLConfig.from_yaml(out / 'config.yaml').tis_cap == 3.0
