@@ -497,11 +497,12 @@ def build(force: bool = False, n_workers: int = 2, proc: bool = True, out: Path 
         rel_root = os.path.relpath('.', os.path.dirname(pg) or '.')
         rel_root = '' if rel_root == '.' else rel_root + '/'
         desc = str(fm.get('description') or '')
+        desc_html = re.sub(r'`([^`]+)`', r'<code>\1</code>', html.escape(desc))  # the description's code spans, as Quarto shows them
         head = f'<script src="{rel_root}{ASSETS}/plotly.min.js"></script>\n' if nfig else ''
-        text = SHELL.format(title=html.escape(titles[rel]), site=html.escape(cfg.title), desc_attr=html.escape(desc),
+        text = SHELL.format(title=html.escape(titles[rel]), site=html.escape(cfg.title), desc_attr=html.escape(desc.replace('`', '')),
                             rel=rel_root, assets=ASSETS, head=head, home=rel_link('index.html', pg),
                             nav=nav_html(entries, titles, pg), body=str(soup), src=rel, git_url=cfg.git_url,
-                            desc=f'<p class="description">{html.escape(desc)}</p>' if desc else '')
+                            desc=f'<p class="description">{desc_html}</p>' if desc else '')
         (tmp / pg).parent.mkdir(parents=True, exist_ok=True)
         (tmp / pg).write_text(text, encoding='utf-8')
         stats['pages'].append(pg)
