@@ -15,7 +15,7 @@ from .core import atomic_write_text, check_choice, did_you_mean
 # %% auto #0
 __all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'WARMUP_UNITS', 'REWARD_FORMS', 'LENGTH_NORMS',
            'ROLLOUT_ENGINES', 'VLLM_DTYPES', 'AUTO', 'VLLM_TIS_CAP', 'REWARDS', 'TASK_NAMES', 'LORA_TARGETS',
-           'LIVE_FIELDS', 'FIELD_CHECKS', 'CROSS_CHECKS', 'FIELD_NAMES', 'PRESETS', 'FlowRLConfig']
+           'LIVE_FIELDS', 'FIELD_CHECKS', 'VLLM_DEFAULTS', 'CROSS_CHECKS', 'FIELD_NAMES', 'PRESETS', 'FlowRLConfig']
 
 # %% ../nbs/01_config.ipynb #04d854b6
 ALGORITHMS = ('flowrl', 'grpo', 'reinforce_pp')
@@ -142,7 +142,17 @@ def _task_has_heldout(c):
         raise ValueError(f'eval_file="task" evaluates the task\'s held-out split, which only the arith task has (task={c.task!r}); '
                          f'set task="arith" or name a benchmark')
 
-CROSS_CHECKS = [(('reward', 'train_file'), _math_needs_data), (('eval_steps', 'eval_file'), _eval_needs_file),
+VLLM_DEFAULTS = dict(vllm_dtype='auto', vllm_gpu_memory_utilization=0.3, vllm_enable_sleep_mode=False)
+
+def _vllm_fields_need_vllm(c):
+    if c.rollout_engine == 'vllm': return
+    changed = [f'{k}={getattr(c, k)!r}' for k, d in VLLM_DEFAULTS.items() if getattr(c, k) != d]
+    if changed:
+        raise ValueError(f"{', '.join(changed)} applies only to rollout_engine='vllm' (got rollout_engine={c.rollout_engine!r}); "
+                         f"set rollout_engine='vllm', or leave the vllm_* fields at their defaults")
+
+CROSS_CHECKS = [(('reward', 'train_file'), _math_needs_data),
+                (('rollout_engine', *VLLM_DEFAULTS), _vllm_fields_need_vllm), (('eval_steps', 'eval_file'), _eval_needs_file),
                 (('eval_file', 'task'), _task_has_heldout),
                 (('prompts_per_step', 'num_mini_batches'), _mini_batches_divide),
                 (('task', 'max_completion_length', 'task_max_digits'), _answer_fits),

@@ -79,6 +79,7 @@ BAD = [
     (dict(vllm_gpu_memory_utilization=0), 'vllm_gpu_memory_utilization must be in (0, 1], got 0.0'),
     (dict(vllm_gpu_memory_utilization=1.2), 'vllm_gpu_memory_utilization must be in (0, 1], got 1.2'),
     (dict(vllm_enable_sleep_mode='maybe'), "vllm_enable_sleep_mode must be true or false, got 'maybe'"),
+    (dict(vllm_gpu_memory_utilization=0.9), "vllm_gpu_memory_utilization=0.9 applies only to rollout_engine='vllm'"),
     (dict(tis_cap='automatic'), "tis_cap must be a number, none or 'auto', got 'automatic'"),
     (dict(z_num_layers=0), 'z_num_layers must be >= 1, got 0'),
     (dict(z_dropout=1), 'z_dropout must be in [0, 1), got 1.0'),

@@ -87,6 +87,11 @@ CHANGES.update({
 REFUSED = {
     'rollout_engine': ('vllm', {}, 'bash tools/vllm_venv.sh creates one'),  # the main venv has no vLLM (tests/test_vllm.py has)
     'max_prompt_length': (3, {}, 'more than max_prompt_length=3'),
+    # the vllm_* fields act only on the vLLM engine (their effects are tested in tests/test_vllm.py); with the HF engine
+    # a changed value is refused rather than ignored
+    'vllm_dtype': ('bfloat16', {}, "vllm_dtype='bfloat16' applies only to rollout_engine='vllm'"),
+    'vllm_gpu_memory_utilization': (0.5, {}, "vllm_gpu_memory_utilization=0.5 applies only to rollout_engine='vllm'"),
+    'vllm_enable_sleep_mode': (True, {}, "vllm_enable_sleep_mode=True applies only to rollout_engine='vllm'"),
 }
 if not torch.cuda.is_available():
     REFUSED['device'] = ('cuda', {}, "device='cuda' but this machine has no CUDA GPU")

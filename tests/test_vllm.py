@@ -185,3 +185,16 @@ def test_the_cli_trains_with_vllm_through_the_projects_own_tooling(tmp_path):
     steps = [json.loads(l) for l in (out / 'metrics.jsonl').read_text().splitlines() if '"step"' in l]
     assert [m['step'] for m in steps] == [1, 2] and all('actor/tis_weight' in m for m in steps)
     assert FlowRLConfig.from_yaml(out / 'config.yaml').tis_cap == 3.0
+
+
+def test_the_vllm_fields_reach_vllm():
+    from flowrl_nb.trainer import Trainer
+    cfg = FlowRLConfig(rollout_engine='vllm', vllm_dtype='bfloat16', vllm_gpu_memory_utilization=0.2, max_steps=1,
+                       coverage_steps=0, save_steps=0, output_dir=tempfile.mkdtemp() + '/run')
+    tr = Trainer(cfg)
+    try:
+        vc = tr.engine.llm.llm_engine.vllm_config
+        assert vc.model_config.dtype == torch.bfloat16 and vc.cache_config.gpu_memory_utilization == 0.2
+        assert next(tr.model.parameters()).dtype == torch.float32   # the trainer's own policy keeps its precision
+    finally:
+        tr.engine.close()
