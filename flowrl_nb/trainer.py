@@ -213,6 +213,10 @@ def _check_run_dir(d:Path):
 
 def _gb(n:float) -> str: return f'{n / 2**30:.1f} GiB'
 
+def _rows_per_update(cfg:FlowRLConfig) -> int:
+    "Sequences in one optimizer step: whole groups, `prompts_per_step / num_mini_batches` of them."
+    return -(-cfg.prompts_per_step // cfg.num_mini_batches) * cfg.num_generations
+
 def _check_lengths(cfg:FlowRLConfig, model, tokenizer, rows:list):
     "Refuse, before a run folder is written, prompts longer than max_prompt_length, sequences beyond the model's positions, and a step that cannot fit in memory."
     texts = [prompt_text(r['prompt'], tokenizer) for r in rows]
@@ -231,7 +235,7 @@ def _check_lengths(cfg:FlowRLConfig, model, tokenizer, rows:list):
                          f'max_completion_length to at most {positions - lengths[worst]} or shorten the prompts')
     device = next(p for p in model.parameters()).device
     free = available_memory(device)
-    rows_per_update = -(-cfg.prompts_per_step // cfg.num_mini_batches) * cfg.num_generations
+    rows_per_update = _rows_per_update(cfg)
     c = model.get_input_embeddings().weight.element_size()  # the logits' dtype (fp32 on CPU; a 4-bit base's embeddings are fp32)
     logits = logits_bytes(rows_per_update, cfg.max_completion_length, len(tokenizer), c)  # the planner's formula (flowrl_nb.plan)
     if free is not None and logits > free:
@@ -399,7 +403,7 @@ def _experience(self:Trainer, batch, scored, temperature:float) -> tuple:
     P, PM, C = (t.to(dev) for t in (batch.prompt_ids, batch.prompt_mask, batch.completion_ids))
     mask, rollout = batch.completion_mask.to(dev).float(), batch.rollout_logp.to(dev)
     # no-grad passes in chunks of one mini-batch's rows: their logits (rows x T x vocabulary) never exceed the update's
-    rows = -(-cfg.prompts_per_step // cfg.num_mini_batches) * cfg.num_generations
+    rows = _rows_per_update(cfg)
     chunks = [slice(s, s + rows) for s in range(0, len(C), rows)]
     with torch.no_grad():
         if self.engine.logprobs_match_policy and cfg.top_p == 1.0:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_vllm_engine.ipynb #5c8153d5
 from __future__ import annotations
-import contextlib, math, os, shutil, tempfile
+import contextlib, shutil, tempfile
 from pathlib import Path
 import torch
 from .rollout import RolloutBatch, check_max_prompt_length, check_prompt_lengths, check_sampling_args
