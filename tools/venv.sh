@@ -10,6 +10,6 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.flowrl_nb_stamp 2>/dev/null)" !=
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   # Always .venv/bin/python -m pip: a moved venv's pip script installs into the system Python.
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,quant,math,embed,smol]' >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,quant,math,embed,smol,trl]' >&2
   echo "$stamp_src" > .venv/.flowrl_nb_stamp
 fi
