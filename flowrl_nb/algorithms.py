@@ -22,7 +22,7 @@ class Experience:
     completion_ids:torch.Tensor # (B,T) right-padded completion tokens
     mask:torch.Tensor # (B,T) float, 1 on completion tokens (EOS included)
     old:torch.Tensor # (B,T) log π_old, the policy that sampled
-    ref:torch.Tensor # (B,T) log π_ref, the reference
+    ref:torch.Tensor|None # (B,T) log π_ref, the reference (None: skipped, `ref_forward='when_needed'`)
     rollout:torch.Tensor # (B,T) the rollout engine's log-probs of the sampled tokens
     rewards:torch.Tensor # (B,) combined reward (NaN: unscorable)
     adv:torch.Tensor|None = None # (B,) or (B,T) the algorithm's advantages, once computed
@@ -56,6 +56,7 @@ class Algorithm:
     def heads(self, model) -> dict: return {}
     def head_lr(self, name:str, c:dict) -> float: raise KeyError(f'{self.name} has no head {name!r}')
     def forward_kwargs(self) -> dict: return {}
+    def needs_reference(self) -> bool: return True  # does the objective use π_ref (else `ref_forward='when_needed'` skips it)
     def advantages(self, exp:Experience) -> torch.Tensor: raise NotImplementedError
     def loss(self, out, mb:Experience, c:dict) -> tuple: raise NotImplementedError
     @classmethod
@@ -121,6 +122,7 @@ class GRPO(Algorithm):
     metrics = ('final_loss', 'importance_weight', 'clip_frac_low', 'clip_frac_high', 'log_prob', 'old_log_prob',
                'ppo_kl', 'ref_kl', 'kl_penalty')
 
+    def needs_reference(self) -> bool: return self.config.kl_coef > 0  # π_ref only enters the k3 KL penalty
     def advantages(self, exp:Experience) -> torch.Tensor: return group_advantages(exp.rewards, exp.group_size)
 
     def loss(self, out, mb:Experience, c:dict) -> tuple:
@@ -135,8 +137,10 @@ class ReinforcePP(Algorithm):
     controls = ('learning_rate', 'epsilon', 'epsilon_high', 'temperature')
     metrics = ('final_loss', 'importance_weight', 'clip_frac_low', 'clip_frac_high', 'log_prob', 'old_log_prob', 'ppo_kl')
 
-    def advantages(self, exp:Experience) -> torch.Tensor:
-        return reinforce_pp_advantages(exp.rewards, exp.old, exp.ref, exp.mask, kl_coef=self.config.reinforce_pp_kl_coef)
+    def needs_reference(self) -> bool: return self.config.reinforce_pp_kl_coef > 0  # π_ref only enters the KL reward
+    def advantages(self, exp:Experience) -> torch.Tensor:  # without π_ref (kl 0) the KL reward is 0: π_old stands in
+        ref = exp.old if exp.ref is None else exp.ref
+        return reinforce_pp_advantages(exp.rewards, exp.old, ref, exp.mask, kl_coef=self.config.reinforce_pp_kl_coef)
 
     def loss(self, out, mb:Experience, c:dict) -> tuple:
         return reinforce_pp_loss(out.logp, mb.old, mb.adv, mb.mask, eps_low=c['epsilon'], eps_high=c['epsilon_high'],

@@ -13,9 +13,10 @@ from fastcore.basics import patch
 from .core import atomic_write_text, check_choice, did_you_mean
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'WARMUP_UNITS', 'REWARD_FORMS', 'LENGTH_NORMS',
-           'ROLLOUT_ENGINES', 'VLLM_DTYPES', 'AUTO', 'VLLM_TIS_CAP', 'REWARDS', 'TASK_NAMES', 'LORA_TARGETS',
-           'LIVE_FIELDS', 'FIELD_CHECKS', 'VLLM_DEFAULTS', 'CROSS_CHECKS', 'FIELD_NAMES', 'PRESETS', 'FlowRLConfig']
+__all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'REF_FORWARDS', 'WARMUP_UNITS', 'REWARD_FORMS',
+           'LENGTH_NORMS', 'ROLLOUT_ENGINES', 'VLLM_DTYPES', 'AUTO', 'VLLM_TIS_CAP', 'REWARDS', 'TASK_NAMES',
+           'LORA_TARGETS', 'LIVE_FIELDS', 'FIELD_CHECKS', 'VLLM_DEFAULTS', 'CROSS_CHECKS', 'FIELD_NAMES', 'PRESETS',
+           'FlowRLConfig']
 
 # %% ../nbs/01_config.ipynb #04d854b6
 ALGORITHMS = ('flowrl', 'grpo', 'reinforce_pp')
@@ -23,6 +24,7 @@ QUANTIZATIONS = (None, '4bit', '8bit')
 TORCH_DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 IS_MODES = ('none', 'cap', 'clip', 'geo_clip')
 LOSS_AGGS = ('token_mean', 'seq_mean_token_mean')
+REF_FORWARDS = ('always', 'when_needed')  # ref_forward: run the π_ref pass every step, or only when the objective uses it
 WARMUP_UNITS = ('optimizer_step', 'rollout_step')  # what warmup_steps counts; rollout_step is the released schedule
 REWARD_FORMS = ('adv', 'raw')     # FlowRL: β·r̂ (as released) or β·r (raw reward, trajectory balance)
 LENGTH_NORMS = ('mean', 'sum')    # FlowRL: token-mean log-probs (as released) or summed (exact trajectory balance)
@@ -89,7 +91,7 @@ FIELD_CHECKS = dict(
     reward_form=_choice(REWARD_FORMS), length_norm=_choice(LENGTH_NORMS),
     is_mode=_choice(IS_MODES), is_cap=_interval(0, 1e6, lo_open=True), epsilon=_unit_open,
     epsilon_high=_interval(0, 10, lo_open=True), tis_cap=_auto_or(_optional(_interval(0, 1e6, lo_open=True))),
-    kl_coef=_interval(0, 1e3), reinforce_pp_kl_coef=_interval(0, 1e3), loss_agg=_choice(LOSS_AGGS),
+    kl_coef=_interval(0, 1e3), reinforce_pp_kl_coef=_interval(0, 1e3), loss_agg=_choice(LOSS_AGGS), ref_forward=_choice(REF_FORWARDS),
     num_generations=_interval(1, 4096), prompts_per_step=_at_least_1, num_mini_batches=_at_least_1, max_steps=_at_least_1,
     max_prompt_length=_at_least_1, max_completion_length=_at_least_1, temperature=_interval(1e-3, 100),
     reward_incorrect=_interval(-1e6, 1e6), reward_timeout=_interval(0, 1e6, lo_open=True),
@@ -230,6 +232,7 @@ class FlowRLConfig:
     beta:float=15.0 # FlowRL β: reward weight in p* ∝ π_ref·exp(β·r̂) (NOT TRL's beta, a KL weight: ours is kl_coef)
     kl_coef:float=0.0 # GRPO k3 KL-to-reference weight (TRL's `beta`)
     reinforce_pp_kl_coef:float=0.01 # REINFORCE++ per-token KL penalty in the reward
+    ref_forward:str='always' # always: the π_ref pass every step (ref_kl logged for GRPO) | when_needed: only when the objective uses π_ref (FlowRL; GRPO at kl_coef > 0; REINFORCE++ at reinforce_pp_kl_coef > 0), as TRL at beta=0
     loss_agg:str='token_mean' # GRPO/REINFORCE++ aggregation: token_mean or seq_mean_token_mean
     # optimisation
     learning_rate:float=1e-3 # policy (LoRA) AdamW lr; tiny LoRA default (released 7B full fine-tune: 1e-6)

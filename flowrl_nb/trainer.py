@@ -20,9 +20,9 @@ from .algorithms import Experience, make_algorithm
 from .coverage import CoverageHook
 
 # %% auto #0
-__all__ = ['KEEP_CHECKPOINTS', 'STATE_FIELDS', 'Controls', 'StepResult', 'Hook', 'LogHook', 'CheckpointHook', 'EvalHook',
-           'default_hooks', 'NonFiniteError', 'set_aside_previous_run', 'resolve_tis_cap', 'Trainer', 'CheckpointError',
-           'latest_checkpoint', 'Snapshot']
+__all__ = ['REFERENCE_METRICS', 'KEEP_CHECKPOINTS', 'STATE_FIELDS', 'Controls', 'StepResult', 'Hook', 'LogHook', 'CheckpointHook',
+           'EvalHook', 'default_hooks', 'NonFiniteError', 'set_aside_previous_run', 'resolve_tis_cap', 'Trainer',
+           'CheckpointError', 'latest_checkpoint', 'Snapshot']
 
 # %% ../nbs/09_trainer.ipynb #59c28413
 class Controls:
@@ -217,6 +217,12 @@ def _rows_per_update(cfg:FlowRLConfig) -> int:
     "Sequences in one optimizer step: whole groups, `prompts_per_step / num_mini_batches` of them."
     return -(-cfg.prompts_per_step // cfg.num_mini_batches) * cfg.num_generations
 
+REFERENCE_METRICS = ('ref_kl', 'ref_log_prob', 'kl_penalty')  # the loss metrics that need π_ref
+
+def _runs_reference(self) -> bool:
+    "Does this run compute log π_ref each step: always with `ref_forward='always'`, else when the objective uses it."
+    return self.config.ref_forward == 'always' or self.algorithm.needs_reference()
+
 def _check_lengths(cfg:FlowRLConfig, model, tokenizer, rows:list):
     "Refuse, before a run folder is written, prompts longer than max_prompt_length, sequences beyond the model's positions, and a step that cannot fit in memory."
     texts = [prompt_text(r['prompt'], tokenizer) for r in rows]
@@ -340,7 +346,7 @@ class Trainer:
 
     def expected_metrics(self) -> frozenset:
         "Every metric name this run will log besides the always-present ones: the algorithm's and the hooks'."
-        names = {f'actor/{m}' for m in self.algorithm.metrics}
+        names = {f'actor/{m}' for m in self.algorithm.metrics if _runs_reference(self) or m not in REFERENCE_METRICS}
         for h in self.hooks: names.update(h.expected_metrics(self))
         return frozenset(names)
 
@@ -411,7 +417,8 @@ def _experience(self:Trainer, batch, scored, temperature:float) -> tuple:
         else:  # (top-p truncation, or an engine with its own numerics such as vLLM): teacher-force π_old
             with eval_mode(model):
                 old = torch.cat([token_logprobs(model, P[s], PM[s], C[s], mask[s], temperature=temperature).logp for s in chunks])
-        ref = torch.cat([reference_logprobs(model, P[s], PM[s], C[s], mask[s], temperature=temperature) for s in chunks])
+        ref = (torch.cat([reference_logprobs(model, P[s], PM[s], C[s], mask[s], temperature=temperature) for s in chunks])
+               if _runs_reference(self) else None)  # ref_forward='when_needed' and an objective without π_ref: skipped
     _train_mode(model)
     exp = Experience(P, PM, C, mask, old, ref, rollout, _rewards_tensor(scored).to(dev), group_size=cfg.num_generations)
     exp.adv = self.algorithm.advantages(exp)

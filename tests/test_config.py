@@ -41,6 +41,7 @@ BAD = [
     (dict(kl_coef=-0.1), 'kl_coef must be in [0, 1000], got -0.1'),
     (dict(reinforce_pp_kl_coef=-1), 'reinforce_pp_kl_coef must be in [0, 1000], got -1.0'),
     (dict(loss_agg='seq_mean'), "loss_agg must be one of 'token_mean', 'seq_mean_token_mean', got 'seq_mean'"),
+    (dict(ref_forward='sometimes'), "ref_forward must be one of 'always', 'when_needed', got 'sometimes'"),
     (dict(learning_rate=0), 'learning_rate must be in (0, 1], got 0.0'),
     (dict(learning_rate=1e30), 'learning_rate must be in (0, 1], got 1e+30'),
     (dict(learning_rate=1e300), 'learning_rate must be in (0, 1], got 1e+300'),

@@ -33,6 +33,7 @@ CHANGES = {
     'beta': (5.0, {}),
     'kl_coef': (0.5, {'algorithm': 'grpo'}),
     'reinforce_pp_kl_coef': (0.5, {'algorithm': 'reinforce_pp'}),
+    'ref_forward': ('when_needed', {'algorithm': 'grpo'}),  # GRPO at kl_coef=0 skips π_ref: no ref_kl in its metrics
     'learning_rate': (1e-2, {}),
     'z_learning_rate': (0.1, {}),
     'weight_decay': (0.5, {}),

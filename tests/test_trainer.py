@@ -291,3 +291,30 @@ def test_unscorable_samples_are_left_out_of_the_update(tmp_path):
     with pytest.warns(RuntimeWarning):
         m = none.train_step()
     assert m['reward/unscorable'] == 16 and none.opt_steps == 0 and m['reward/mean'] is None
+
+
+@pytest.mark.parametrize('algorithm,kl', [('grpo', {'kl_coef': 0.0}), ('reinforce_pp', {'reinforce_pp_kl_coef': 0.0}),
+                                          ('flowrl', {})])
+def test_ref_forward_when_needed_skips_only_an_unused_reference(tmp_path, algorithm, kl):
+    """`ref_forward='when_needed'` leaves out the π_ref pass when the objective has no use for it, and the run is
+    otherwise the same run: same weights, same metrics but the reference ones. FlowRL always needs π_ref."""
+    runs = {}
+    for mode in ('always', 'when_needed'):
+        tr = Trainer(cfg(tmp_path, name=mode, algorithm=algorithm, ref_forward=mode, save_steps=0, max_steps=2, **kl))
+        calls = []
+        import flowrl_nb.trainer as T
+        orig = T.reference_logprobs
+        T.reference_logprobs = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
+        try: hist = tr.train(2)
+        finally: T.reference_logprobs = orig
+        runs[mode] = (tr, hist, len(calls))
+    (a, ha, ca), (b, hb, cb) = runs['always'], runs['when_needed']
+    assert ca > 0 and cb == (ca if algorithm == 'flowrl' else 0)
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        assert torch.equal(p, q), n
+    skipped = set() if algorithm == 'flowrl' else {'actor/ref_kl', 'actor/ref_log_prob', 'actor/kl_penalty'}
+    for ma, mb in zip(strip_times(ha), strip_times(hb)):
+        assert {k: v for k, v in ma.items() if k not in skipped and not k.startswith('control/')} == \
+               {k: v for k, v in mb.items() if not k.startswith('control/')}
+    if algorithm == 'grpo': assert 'actor/ref_kl' in ha[0] and 'actor/ref_kl' not in hb[0]
+    assert not (b.expected_metrics() & skipped)

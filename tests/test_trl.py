@@ -1,6 +1,6 @@
 """FlowRL on TRL (`flowrl_nb.trl`): the same loss and gradients as flowrl_nb's trainer, checkpoints that resume,
 live controls, and two processes that end with identical weights. CPU, the built-in tiny model."""
-import json, math, os, subprocess, sys
+import json, math, os, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 
@@ -225,3 +225,58 @@ def test_vllm_weight_sync_skips_the_head(tmp_path):
     after = [n for n, _ in gen._iter_named_params()]
     assert any('flowrl_z_head' in n for n in before)
     assert after == [n for n in before if 'flowrl_z_head' not in n] and len(after) > 0
+
+
+def _wait(cond, timeout=120):
+    t = time.time()
+    while not cond():
+        assert time.time() - t < timeout, 'timed out'
+        time.sleep(0.02)
+
+
+def test_dashboard_drives_a_trl_run(tmp_path):
+    "flowrl_nb's Dashboard on `TRLRun(trainer)`: start, a live β change, a refused temperature, pause and resume."
+    from flowrl_nb.dashboard import Dashboard
+    from flowrl_nb.trl import TRLRun
+    tr = make_trainer(tmp_path, max_steps=5)
+    run = TRLRun(tr)
+    d = Dashboard(run, refresh=None)
+    try:
+        d.start()
+        _wait(lambda: run.step_count >= 1)
+        d.controls['beta'].value = 5.0
+        assert tr.controls.pending == {'beta': 5.0}
+        d.controls['temperature'].value = 0.5
+        assert 'temperature' in d._errors['temperature'].value and d.controls['temperature'].value == 1.0
+        d.toggle_pause()
+        _wait(lambda: run.status == 'paused')
+        held = run.step_count
+        time.sleep(0.5)
+        assert run.step_count == held and run.running
+        d.toggle_pause()
+        run._thread.join(120)
+        assert run.status == 'finished' and run.step_count == 5 and run.error is None, repr(run.error)
+        d.refresh(force=True)
+        assert 'Recent completions' in d.table.value and 'S=' in d.table.value
+        assert 'finished' in d.status_line.value and 'step 5 / 5' in d.status_line.value
+        ev = load_run(tmp_path).events
+        assert [(e['name'], e['new']) for e in ev] == [('beta', 5.0)] and ev[0]['step'] > 1
+    finally: d.close()
+
+
+def test_trl_run_stop_saves_and_start_resumes(tmp_path):
+    from flowrl_nb.trl import TRLRun
+    tr = make_trainer(tmp_path, max_steps=4)
+    run = TRLRun(tr)
+    run.start()
+    _wait(lambda: run.step_count >= 1)
+    assert run.stop(wait=True, timeout=120)
+    stopped_at = run.step_count
+    assert run.status == 'stopped' and 1 <= stopped_at < 4
+    assert run.last_checkpoint is not None and run.last_checkpoint.name == f'checkpoint-{stopped_at}'
+    assert (run.last_checkpoint / 'z_head.safetensors').exists()
+    run.start()
+    run._thread.join(120)
+    assert run.status == 'finished' and run.step_count == 4 and run.error is None, ''.join(__import__('traceback').format_exception(run.error))
+    steps = [m['step'] for m in load_run(tmp_path).metrics]
+    assert steps == sorted(steps) and steps[-1] == 4
