@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = DigitSumTask()
 
 
-def make_trainer(out, lora_dropout=0.0, **kw):
+def make_trainer(out, lora_dropout=0.0, eval_dataset=None, **kw):
     args = FlowRLGRPOConfig(**{**dict(output_dir=str(out), per_device_train_batch_size=16, num_generations=8,
                                       max_completion_length=4, learning_rate=1e-3, z_learning_rate=1e-2, max_steps=2,
                                       logging_steps=1, save_strategy='no', report_to='none', use_cpu=True, bf16=False,
                                       gradient_checkpointing=False, seed=0, z_dropout=0.0), **kw})
     return FlowRLGRPOTrainer(model=resolve_model_path('tiny'), reward_funcs=TASK.reward, args=args,
-                             train_dataset=Dataset.from_list(TASK.rows(n=256, seed=0)),
+                             train_dataset=Dataset.from_list(TASK.rows(n=256, seed=0)), eval_dataset=eval_dataset,
                              peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=lora_dropout,
                                                     target_modules='all-linear', task_type='CAUSAL_LM'))
 
@@ -129,6 +129,8 @@ def test_config_refuses_what_flowrl_would_ignore(tmp_path):
     with pytest.raises(ValueError, match='tis_cap'): FlowRLGRPOConfig(**base, tis_cap='three')
     assert FlowRLGRPOConfig(**base, tis_cap='2.5').flowrl_config().tis_cap == 2.5
     assert FlowRLGRPOConfig(**base, tis_cap='none', use_vllm=False).flowrl_config(use_vllm=True).tis_cap is None
+    assert FlowRLGRPOConfig(**base).flowrl_config(use_vllm=True).tis_cap == 3.0
+    assert FlowRLGRPOConfig(**base, vllm_importance_sampling_correction=False).flowrl_config(use_vllm=True).tis_cap is None
 
 
 def test_trainer_refuses_an_outside_optimizer_and_a_full_model(tmp_path):
@@ -192,18 +194,39 @@ def test_live_controls_apply_at_the_next_step_and_are_logged(tmp_path):
     assert set(groups) == {'policy', 'z'}
 
 
-def test_two_processes_end_with_identical_weights(tmp_path):
-    """Two CPU processes (gloo) through torch.distributed.run, the launcher `accelerate launch` uses for several GPUs:
-    each rank trains on its own prompts, and the gradient all-reduce (the Z head's included) keeps them equal."""
-    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29531',
-           str(ROOT / 'examples/trl/flowrl_trl.py'), '--max-steps', '2', '--output-dir', str(tmp_path / 'out'),
-           '--dump-weights', str(tmp_path / 'w')]
+LAUNCHERS = {  # how a 2-process CPU run is started: accelerate's own command (MPI on a CPU), and the launcher
+    # accelerate uses for several GPUs
+    'accelerate': lambda hostfile: ['accelerate', 'launch', '--cpu', '--num_processes', '2', '--num_machines', '1',
+                                    '--mixed_precision', 'no', '--dynamo_backend', 'no', '--mpirun_hostfile', str(hostfile)],
+    'torchrun': lambda hostfile: [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                                  '--master_port', '29531'],
+}
+
+
+@pytest.mark.parametrize('launcher', list(LAUNCHERS))
+def test_two_processes_end_with_identical_weights(tmp_path, launcher):
+    """Two CPU processes (gloo), started with `accelerate launch --cpu --num_processes 2` (which on a CPU runs
+    through MPI's mpirun: tools/test.sh installs Debian's openmpi-bin) or torch.distributed.run: each rank trains on its
+    own prompts, and the gradient all-reduce (the Z head's included) keeps them equal."""
+    import shutil
+    if launcher == 'accelerate' and shutil.which('mpirun') is None:
+        pytest.skip('mpirun is not installed (apt-get install -y openmpi-bin): accelerate launch --cpu needs MPI for 2 processes')
+    hostfile = tmp_path / 'hostfile'; hostfile.write_text('localhost slots=2\n')
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1',
+           'OMPI_ALLOW_RUN_AS_ROOT': '1', 'OMPI_ALLOW_RUN_AS_ROOT_CONFIRM': '1'}  # CI runs as root
+    bin_dir = Path(sys.executable).parent
+    cmd = LAUNCHERS[launcher](hostfile)
+    if cmd[0] == 'accelerate': cmd[0] = str(bin_dir / 'accelerate')
+    cmd += [str(ROOT / 'examples/trl/flowrl_trl.py'), '--max-steps', '2', '--output-dir', str(tmp_path / 'out'),
+            '--dump-weights', str(tmp_path / 'w')]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = load_file(str(tmp_path / 'w/rank0.safetensors')), load_file(str(tmp_path / 'w/rank1.safetensors'))
     pa, pb = a.pop('last_batch.prompt_ids'), b.pop('last_batch.prompt_ids')
     assert not torch.equal(pa, pb), 'both ranks trained on the same prompts: equal weights would prove nothing'
+    for w in (a, b):  # each rank's r̂ is the group advantage of its own rows' rewards: the per-rank slice is right
+        r, adv = w.pop('last_batch.rewards'), w.pop('last_batch.adv')
+        torch.testing.assert_close(adv, group_advantages(r, 8).to(adv.dtype))
     assert a.keys() == b.keys() and any('flowrl_z_head' in k for k in a) and any('lora_B' in k for k in a)
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     assert all(float(a[k].abs().max()) > 0 for k in a if 'lora_B' in k), 'the adapter did not train (lora_B still 0)'
@@ -245,7 +268,7 @@ def test_dashboard_drives_a_trl_run(tmp_path):
         d.start()
         _wait(lambda: run.step_count >= 1)
         d.controls['beta'].value = 5.0
-        assert tr.controls.pending == {'beta': 5.0}
+        assert tr.controls.pending.get('beta', tr.controls.beta) == 5.0  # pending, or applied already by the next step
         d.controls['temperature'].value = 0.5
         assert 'temperature' in d._errors['temperature'].value and d.controls['temperature'].value == 1.0
         d.toggle_pause()
@@ -280,3 +303,57 @@ def test_trl_run_stop_saves_and_start_resumes(tmp_path):
     assert run.status == 'finished' and run.step_count == 4 and run.error is None, ''.join(__import__('traceback').format_exception(run.error))
     steps = [m['step'] for m in load_run(tmp_path).metrics]
     assert steps == sorted(steps) and steps[-1] == 4
+
+
+def test_an_all_unscorable_micro_batch_keeps_the_collectives(tmp_path):
+    """Every completion unscorable: loss 0 with zero gradients, and the same metric names logged (NaN), so that in a
+    multi-process run this rank calls the same gathers as the others."""
+    tr = make_trainer(tmp_path)
+    tr.model.train(); tr.current_gradient_accumulation_steps = 1
+    P, PM, C, mask, old, ref, rewards = a_batch(tr)
+    base = dict(prompt_ids=P, prompt_mask=PM, completion_ids=C, completion_mask=mask, old_per_token_logps=old,
+                ref_per_token_logps=ref, num_items_in_batch=mask.sum())
+    tr.compute_loss(tr.model, dict(base, advantages=group_advantages(rewards, 4), flowrl_rewards=rewards))
+    names = {k for k, v in tr._metrics['train'].items() if len(v) == 1}
+    nan = torch.full_like(rewards, math.nan)
+    loss = tr.compute_loss(tr.model, dict(base, advantages=nan, flowrl_rewards=nan))
+    grads = torch.autograd.grad(loss, list(trainable(tr).values()), allow_unused=False)
+    assert float(loss) == 0.0 and all(float(g.abs().max()) == 0.0 for g in grads)
+    assert {k for k, v in tr._metrics['train'].items() if len(v) == 2} == names and 'actor/final_loss' in names
+    assert math.isnan(tr._metrics['train']['actor/final_loss'][-1])
+
+
+def test_a_peft_model_with_its_own_adapter_keeps_it_as_the_reference(tmp_path):
+    "A PeftModel passed in with a trained adapter: π_ref is a frozen copy of that adapter (TRL's way), not the bare base."
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(resolve_model_path('tiny')),
+                           LoraConfig(r=8, lora_alpha=16, target_modules='all-linear', task_type='CAUSAL_LM'))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if 'lora_B' in n: p.copy_(0.05 * torch.randn(p.shape, generator=g))  # an adapter that moved the policy
+    args = FlowRLGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=16, num_generations=8,
+                            max_completion_length=4, use_cpu=True, bf16=False, report_to='none', save_strategy='no',
+                            gradient_checkpointing=False)
+    tr = FlowRLGRPOTrainer(model, TASK.reward, args, train_dataset=Dataset.from_list(TASK.rows(n=32, seed=0)))
+    assert 'ref' in tr.model.peft_config and not any(p.requires_grad for n, p in tr.model.named_parameters() if '.ref.' in n)
+    P, PM, C, mask, *_ = a_batch(tr)
+    out = dict(prompt_ids=P, prompt_mask=PM, completion_ids=C, completion_mask=mask)
+    from flowrl_nb.trl import _reference_logps
+    tr.model.eval()
+    ref = _reference_logps(tr, out, 8)
+    with torch.no_grad():
+        policy = token_logprobs(tr.model, P, PM, C, mask).logp
+        base = reference_logprobs(tr.model, P, PM, C, mask)
+    m = mask.bool()
+    torch.testing.assert_close(ref[m], policy[m], rtol=1e-4, atol=1e-5)
+    assert float((base[m] - policy[m]).abs().max()) > 1e-3, 'the adapter did not move the policy: the test sees nothing'
+
+
+def test_live_lr_changes_refused_where_the_schedule_cannot_take_them(tmp_path):
+    tr = make_trainer(tmp_path, lr_scheduler_type='reduce_lr_on_plateau', lr_scheduler_kwargs={}, eval_strategy='steps',
+                      eval_steps=10, eval_dataset=Dataset.from_list(TASK.rows(n=8, seed=1)))
+    with pytest.raises(ValueError, match='reduce_lr_on_plateau'): tr.controls.learning_rate = 1e-4
+    tr.controls.beta = 3.0  # the rest stay live
+    assert tr.controls.pending == {'beta': 3.0}

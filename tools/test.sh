@@ -13,16 +13,18 @@ bash tools/venv.sh || { echo "FAILED: could not fill .venv" >&2; exit 1; }
 export PATH="$PWD/.venv/bin:$PATH"
 # Browser tests (dashboard, docs) drive Debian's Chromium through Playwright; never `playwright install`.
 # The code-reward sandbox runs programs in Debian's bubblewrap (without it: a weaker fallback, see Sandbox.protections).
+# `accelerate launch --cpu --num_processes 2` (tests/test_trl.py) starts its processes with MPI's mpirun (openmpi-bin).
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="chromium"
 command -v bwrap >/dev/null 2>&1 || missing="${missing:+$missing }bubblewrap"
+command -v mpirun >/dev/null 2>&1 || missing="${missing:+$missing }openmpi-bin"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[test] installing Debian $missing for the browser tests and the code sandbox" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null 2>&1 \
-      || echo "[test] could not install $missing (no chromium: browser tests skipped; no bubblewrap: the sandbox's weaker fallback)" >&2
+      || echo "[test] could not install $missing (no chromium: browser tests skipped; no bubblewrap: the sandbox's weaker fallback; no openmpi-bin: the accelerate-launch test skipped)" >&2
   else
-    echo "[test] $missing missing, cannot be installed here (needs root + apt) (no chromium: browser tests skipped; no bubblewrap: the sandbox's weaker fallback)" >&2
+    echo "[test] $missing missing, cannot be installed here (needs root + apt) (no chromium: browser tests skipped; no bubblewrap: the sandbox's weaker fallback; no openmpi-bin: the accelerate-launch test skipped)" >&2
   fi
 fi
 # Tests must be deterministic and must never reach for a model hub.

@@ -2,7 +2,9 @@
 
 On this CPU machine, on the built-in tiny model and the digit-sum task:
     python examples/trl/flowrl_trl.py --max-steps 4
-    accelerate launch --cpu --num_processes 2 examples/trl/flowrl_trl.py --max-steps 2
+    accelerate launch --cpu --num_processes 2 --mpirun_hostfile hostfile examples/trl/flowrl_trl.py --max-steps 2
+        (on a CPU accelerate starts the processes with MPI: apt-get install openmpi-bin; hostfile: "localhost slots=2")
+    python -m torch.distributed.run --nproc_per_node 2 examples/trl/flowrl_trl.py --max-steps 2   (no MPI needed)
 On GPUs, with one of the accelerate configs beside this file (and --model, --bf16 for a real model):
     accelerate launch --config_file examples/trl/deepspeed_zero2.yaml examples/trl/flowrl_trl.py \
         --model Qwen/Qwen2.5-1.5B-Instruct --task arith --bf16 --max-completion-length 512
@@ -10,6 +12,7 @@ On GPUs, with one of the accelerate configs beside this file (and --model, --bf1
 DIR/rank<i>.safetensors (the 2-process test compares them).
 """
 import argparse, os
+import torch
 from datasets import Dataset
 from peft import LoraConfig
 from flowrl_nb.model import resolve_model_path
@@ -56,6 +59,8 @@ def main(argv=None):
         model = trainer.accelerator.unwrap_model(trainer.model)
         state = {n: t.detach().cpu().contiguous() for n, t in model.named_parameters() if t.requires_grad}
         state['last_batch.prompt_ids'] = trainer._buffered_inputs[0]['prompt_ids'].cpu().contiguous()  # this rank's prompts
+        for k in ('rewards', 'adv'):  # this rank's rows of its last batch, in generation order (whole groups)
+            state[f'last_batch.{k}'] = torch.tensor(trainer.last_batch[k])
         save_file(state, os.path.join(a.dump_weights, f'rank{trainer.accelerator.process_index}.safetensors'))
     trainer.save_model(a.output_dir)
 
