@@ -15,15 +15,21 @@ optimizer steps. The first batch of each run is a warm-up; the table gives media
 tokens/s counts the completion tokens each side actually sampled (both sample from the same model, so lengths agree
 in distribution; the mean length is printed). The runs of one variant alternate which engine goes first.
 """
-import argparse, math, os, statistics, sys, tempfile, time
+import argparse, os, statistics, tempfile, time
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+
+def _base(name):
+    "The model's own flowrl_nb config, which both sides take their task, learning rates and temperature from."
+    from flowrl_nb.config import FlowRLConfig
+    return FlowRLConfig.preset('smollm2-arith') if name != 'tiny' else FlowRLConfig()
 
 
 def native(name, algorithm, kl, a):
     "Seconds per batch, completion tokens per batch and per-phase seconds of flowrl_nb's Trainer."
     from flowrl_nb.config import FlowRLConfig
     from flowrl_nb.trainer import Trainer
-    base = FlowRLConfig.preset('smollm2-arith') if name != 'tiny' else FlowRLConfig()
+    base = _base(name)
     cfg = FlowRLConfig(**{**base.to_dict(), **dict(
         algorithm=algorithm, kl_coef=kl, ref_forward=a.ref_forward, lora_r=16, lora_alpha=32, lora_dropout=0.0, torch_dtype='float32',
         gradient_checkpointing=False, prompts_per_step=a.prompts, num_generations=a.generations,
@@ -46,11 +52,11 @@ def trl_run(name, algorithm, kl, a):
     from peft import LoraConfig
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
-    from flowrl_nb.config import LORA_TARGETS, FlowRLConfig
+    from flowrl_nb.config import LORA_TARGETS
     from flowrl_nb.model import resolve_model_path
     from flowrl_nb.task import task_from_config
     from flowrl_nb.trl import FlowRLGRPOConfig, FlowRLGRPOTrainer
-    base = FlowRLConfig.preset('smollm2-arith') if name != 'tiny' else FlowRLConfig()
+    base = _base(name)
     task = task_from_config(base)
     rows = task.rows() if name == 'tiny' else task.rows('train')
     per_batch = a.prompts * a.generations

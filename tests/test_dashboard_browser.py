@@ -130,6 +130,18 @@ def notebook_page(tmp_path, out: Path, name: str, source: str, height: int):
     assert lab.poll() is not None
 
 
+def output_dir(tmp_path) -> Path:
+    "Where screenshots and logs go: $FLOWRL_NB_TEST_OUTPUT, else the test's tmp_path."
+    out = Path(os.environ.get('FLOWRL_NB_TEST_OUTPUT', tmp_path)); out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def dashboard_buttons(page, timeout_ms: int):
+    "Wait until the dashboard's Start button renders; return a lookup of its buttons by label."
+    page.wait_for_selector('.jp-OutputArea .widget-button:has-text("Start")', timeout=timeout_ms)
+    return lambda name: page.locator('.jp-OutputArea .widget-button', has_text=name).first
+
+
 def drag_beta_to_a_tenth(page):
     "Drag the β slider's handle to about a tenth of its track (β ≈ 5 on 0-50), with the mouse."
     slider = page.locator('.widget-hslider', has=page.locator('.widget-label', has_text='β')).first
@@ -143,12 +155,9 @@ def drag_beta_to_a_tenth(page):
 
 
 def test_dashboard_in_jupyterlab(tmp_path):
-    out = Path(os.environ.get('FLOWRL_NB_TEST_OUTPUT', tmp_path)); out.mkdir(parents=True, exist_ok=True)
-    run_dir = tmp_path / 'run'
+    out, run_dir = output_dir(tmp_path), tmp_path / 'run'
     with notebook_page(tmp_path, out, 'dashboard.ipynb', NOTEBOOK.format(run_dir=str(run_dir)), 3400) as (page, errors):
-        # the dashboard renders: the Start button and the β slider
-        page.wait_for_selector('.jp-OutputArea .widget-button:has-text("Start")', timeout=120_000)
-        button = lambda name: page.locator('.jp-OutputArea .widget-button', has_text=name).first
+        button = dashboard_buttons(page, 120_000)  # the dashboard renders: the Start button and the β slider
         button('Start').click()
         until(lambda: len(load_run(run_dir).metrics) >= 2, 'two steps in the log', 120)
         before = until(lambda: (lambda r: r if r['graphs'] >= 3 and sum(r['drawn']) > 0 else None)(page.evaluate(JS_POINTS)),
@@ -209,11 +218,9 @@ dash
 
 def test_dashboard_drives_a_trl_run_in_jupyterlab(tmp_path):
     "The same dashboard on FlowRL-on-TRL (`TRLRun`): Start from the page, charts fill, a dragged β lands, Stop saves."
-    out = Path(os.environ.get('FLOWRL_NB_TEST_OUTPUT', tmp_path)); out.mkdir(parents=True, exist_ok=True)
-    run_dir = tmp_path / 'run'
+    out, run_dir = output_dir(tmp_path), tmp_path / 'run'
     with notebook_page(tmp_path, out, 'trl_dashboard.ipynb', TRL_NOTEBOOK.format(run_dir=str(run_dir)), 3000) as (page, errors):
-        page.wait_for_selector('.jp-OutputArea .widget-button:has-text("Start")', timeout=180_000)
-        button = lambda name: page.locator('.jp-OutputArea .widget-button', has_text=name).first
+        button = dashboard_buttons(page, 180_000)
         button('Start').click()
         until(lambda: run_dir.joinpath('metrics.jsonl').exists() and len(load_run(run_dir).metrics) >= 2,
               'two steps in the log', 180)

@@ -42,7 +42,7 @@ def a_batch(tr, n_groups=2, group=4, seed=0):
     prompts = [TASK.prompt(t) for t in (5, 17)[:n_groups] for _ in range(group)]
     enc = tok(prompts, return_tensors='pt', padding=True, padding_side='left', add_special_tokens=False)
     B, T = len(prompts), 4
-    C = torch.randint(3, tok.vocab_size if hasattr(tok, 'vocab_size') else 16, (B, T), generator=g).clamp(max=15)
+    C = torch.randint(3, tr.model.config.vocab_size, (B, T), generator=g)
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     mask = (torch.arange(T)[None] < lengths[:, None]).long()
     C = torch.where(mask.bool(), C, torch.full_like(C, tok.pad_token_id))
@@ -55,6 +55,12 @@ def a_batch(tr, n_groups=2, group=4, seed=0):
         ref = reference_logprobs(tr.model, P, PM, C, mask, temperature=temp)
     rewards = torch.tensor([1., 0., 1., 1., 0., 0., 1., 0.][:B])
     return P, PM, C, mask, old, ref, rewards
+
+
+def trl_inputs(P, PM, C, mask, old, ref, rewards):
+    "The micro-batch TRL's `_generate_and_score_completions` hands to `compute_loss`, with FlowRLGRPOTrainer's additions."
+    return dict(prompt_ids=P, prompt_mask=PM, completion_ids=C, completion_mask=mask, advantages=group_advantages(rewards, 4),
+                old_per_token_logps=old, ref_per_token_logps=ref, flowrl_rewards=rewards, num_items_in_batch=mask.sum())
 
 
 @pytest.mark.parametrize('variant', [dict(), dict(is_mode='clip', epsilon_high=0.28, temperature=0.7),
@@ -78,8 +84,7 @@ def test_loss_and_gradients_equal_flowrl_nb_trainer(tmp_path, variant):
     grads_a = torch.autograd.grad(loss_a, list(params.values()))
 
     # TRL's path: the inputs TRL's _generate_and_score_completions hands to compute_loss
-    inputs = dict(prompt_ids=P, prompt_mask=PM, completion_ids=C, completion_mask=mask, advantages=adv,
-                  old_per_token_logps=old, ref_per_token_logps=ref, flowrl_rewards=rewards, num_items_in_batch=mask.sum())
+    inputs = trl_inputs(P, PM, C, mask, old, ref, rewards)
     tr.current_gradient_accumulation_steps = 1
     loss_b = tr.compute_loss(tr.model, inputs)
     grads_b = torch.autograd.grad(loss_b, list(params.values()))
@@ -97,8 +102,7 @@ def test_gradient_accumulation_divides_the_micro_batch_loss(tmp_path):
     "With k accumulation steps, a micro-batch's loss is 1/k of its FlowRL loss (TRL's convention), so a step averages."
     tr = make_trainer(tmp_path)
     P, PM, C, mask, old, ref, rewards = a_batch(tr)
-    inputs = dict(prompt_ids=P, prompt_mask=PM, completion_ids=C, completion_mask=mask, advantages=group_advantages(rewards, 4),
-                  old_per_token_logps=old, ref_per_token_logps=ref, flowrl_rewards=rewards, num_items_in_batch=mask.sum())
+    inputs = trl_inputs(P, PM, C, mask, old, ref, rewards)
     tr.model.train()
     tr.current_gradient_accumulation_steps = 1
     one = float(tr.compute_loss(tr.model, inputs))
@@ -112,9 +116,7 @@ def test_unscorable_completions_leave_the_loss(tmp_path):
     tr.model.train(); tr.current_gradient_accumulation_steps = 1
     P, PM, C, mask, old, ref, rewards = a_batch(tr)
     rewards = rewards.clone(); rewards[[1, 6]] = math.nan
-    adv = group_advantages(rewards, 4)
-    full = dict(prompt_ids=P, prompt_mask=PM, completion_ids=C, completion_mask=mask, advantages=adv,
-                old_per_token_logps=old, ref_per_token_logps=ref, flowrl_rewards=rewards, num_items_in_batch=mask.sum())
+    full = trl_inputs(P, PM, C, mask, old, ref, rewards)
     keep = [0, 2, 3, 4, 5, 7]
     kept = {k: (v[keep] if torch.is_tensor(v) and v.dim() and v.shape[0] == 8 else v) for k, v in full.items()}
     torch.testing.assert_close(tr.compute_loss(tr.model, full), tr.compute_loss(tr.model, kept))
@@ -311,12 +313,10 @@ def test_an_all_unscorable_micro_batch_keeps_the_collectives(tmp_path):
     tr = make_trainer(tmp_path)
     tr.model.train(); tr.current_gradient_accumulation_steps = 1
     P, PM, C, mask, old, ref, rewards = a_batch(tr)
-    base = dict(prompt_ids=P, prompt_mask=PM, completion_ids=C, completion_mask=mask, old_per_token_logps=old,
-                ref_per_token_logps=ref, num_items_in_batch=mask.sum())
-    tr.compute_loss(tr.model, dict(base, advantages=group_advantages(rewards, 4), flowrl_rewards=rewards))
+    tr.compute_loss(tr.model, trl_inputs(P, PM, C, mask, old, ref, rewards))
     names = {k for k, v in tr._metrics['train'].items() if len(v) == 1}
     nan = torch.full_like(rewards, math.nan)
-    loss = tr.compute_loss(tr.model, dict(base, advantages=nan, flowrl_rewards=nan))
+    loss = tr.compute_loss(tr.model, trl_inputs(P, PM, C, mask, old, ref, nan))
     grads = torch.autograd.grad(loss, list(trainable(tr).values()), allow_unused=False)
     assert float(loss) == 0.0 and all(float(g.abs().max()) == 0.0 for g in grads)
     assert {k for k, v in tr._metrics['train'].items() if len(v) == 2} == names and 'actor/final_loss' in names
