@@ -4,13 +4,15 @@
 
 # %% ../nbs/06a_completions.ipynb #3caa256c
 from __future__ import annotations
-import math
+import contextlib, math
 from dataclasses import dataclass
 import torch
+from transformers import AttentionInterface
+from transformers.cache_utils import Cache, DynamicLayer
 from .model import eval_mode
 
 # %% auto #0
-__all__ = ['MAX_LEAVES', 'count_leaves', 'CompletionSpace', 'tree_logprobs']
+__all__ = ['MAX_LEAVES', 'TREE_ATTENTION', 'count_leaves', 'CompletionSpace', 'tree_logprobs_batch', 'tree_logprobs']
 
 # %% ../nbs/06a_completions.ipynb #a093c90f
 MAX_LEAVES = 2_000_000 # refuse to enumerate larger spaces (the tiny model with T = 5 has 813,616 leaves)
@@ -82,13 +84,127 @@ def _products(cont:torch.Tensor, k:int) -> torch.Tensor:
     return cont[torch.stack(digits, 1)]
 
 # %% ../nbs/06a_completions.ipynb #440a556f
-def _expand_cache(cache, start:int, stop:int, repeats:int):
-    "A new cache holding rows start..stop of `cache`, each repeated `repeats` times (children of those prefixes)."
-    from transformers import DynamicCache
-    return DynamicCache(ddp_cache_data=[(l.keys[start:stop].repeat_interleave(repeats, 0),
-                                         l.values[start:stop].repeat_interleave(repeats, 0)) for l in cache.layers])
+class _SlotLayer(DynamicLayer):
+    "A KV-cache layer with room for one more token: `update` writes it in place instead of concatenating (one copy, not two)."
+    def update(self, key_states, value_states, *args, **kwargs):
+        n = key_states.shape[-2]
+        self.keys[..., self.filled:self.filled + n, :] = key_states
+        self.values[..., self.filled:self.filled + n, :] = value_states
+        self.filled += n
+        return self.keys[..., :self.filled, :], self.values[..., :self.filled, :]
+
+    def get_seq_length(self) -> int: return self.filled
+
+def _slot_layer(keys, values, repeats:int) -> _SlotLayer:
+    "A cache layer holding each row of `keys`/`values` `repeats` times, with one free position the next token's forward fills."
+    layer = _SlotLayer()
+    B, H, L, D = keys.shape
+    for name, x in (('keys', keys), ('values', values)):
+        buf = x.new_empty(B, repeats, H, L + 1, D)
+        buf[:, :, :, :L] = x[:, None]
+        setattr(layer, name, buf.view(B * repeats, H, L + 1, D))
+    layer.filled, layer.dtype, layer.device, layer.is_initialized = L, keys.dtype, keys.device, True
+    return layer
+
+class _ParentsLayer(DynamicLayer):
+    "A KV-cache layer of the walk's last forward: each parent's keys/values once (no copy per child), plus each child's own token."
+    def __init__(self, keys, values, children:int):
+        super().__init__()
+        self.parent_keys, self.parent_values, self.children = keys, values, children
+        self.filled, self.dtype, self.device, self.is_initialized = keys.shape[-2], keys.dtype, keys.device, True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        self.own_keys, self.own_values = key_states, value_states
+        return self, self  # `_tree_attention` reads both parts from the layer
+
+    def get_seq_length(self) -> int: return self.filled
+
+def _tree_attention(module, query, key, value, attention_mask, scaling:float|None=None, **kwargs):
+    "Attention of the walk: SDPA, except on a `_ParentsLayer`, where C children attend to their parent's keys and their own token."
+    import torch.nn.functional as F
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    if not isinstance(key, _ParentsLayer):  # the prompt (causal, no padding) and the levels that are parents themselves
+        causal = query.shape[2] > 1
+        out = F.scaled_dot_product_attention(query, key, value, is_causal=causal, scale=scale,
+                                             enable_gqa=query.shape[1] != key.shape[1])
+        return out.transpose(1, 2).contiguous(), None
+    Kp, Vp, C = key.parent_keys, key.parent_values, key.children  # (P, Hkv, L, D): P parents, C children each
+    P, Hkv, L, D = Kp.shape
+    G = query.shape[1] // Hkv  # query heads per key/value head
+    q = query.view(P, C, Hkv, G, D).permute(0, 2, 1, 3, 4)                   # (P, Hkv, C, G, D)
+    k_own = key.own_keys.view(P, C, Hkv, 1, D).permute(0, 2, 1, 3, 4)       # (P, Hkv, C, 1, D)
+    v_own = key.own_values.view(P, C, Hkv, 1, D).permute(0, 2, 1, 3, 4)
+    s_par = torch.matmul(q.reshape(P, Hkv, C * G, D), Kp.transpose(-1, -2)) * scale   # (P, Hkv, C·G, L)
+    s_own = (q * k_own).sum(-1, keepdim=True).reshape(P, Hkv, C * G, 1) * scale
+    w = torch.cat([s_par, s_own], -1).softmax(-1)
+    out = torch.matmul(w[..., :L], Vp).view(P, Hkv, C, G, D) + w[..., L:].view(P, Hkv, C, G, 1) * v_own
+    return out.permute(0, 2, 1, 3, 4).reshape(P * C, 1, Hkv * G, D), None
+
+TREE_ATTENTION = 'flowrl_tree'  # the attention implementation the walk registers with transformers and switches to
+AttentionInterface.register(TREE_ATTENTION, _tree_attention)
+
+@contextlib.contextmanager
+def _tree_attention_on(model):
+    "Run `model` with `_tree_attention` (its config's attention implementation restored after)."
+    cfg = model.config
+    old = cfg._attn_implementation
+    cfg._attn_implementation = TREE_ATTENTION
+    try: yield
+    finally: cfg._attn_implementation = old
+
+def _expand_cache(cache, start:int, stop:int, repeats:int, last:bool=False):
+    "A cache for the children of rows start..stop of `cache`, `repeats` each: copied rows, or (`last`: no grandchildren) shared ones."
+    if last: return Cache(layers=[_ParentsLayer(l.keys[start:stop], l.values[start:stop], repeats) for l in cache.layers])
+    return Cache(layers=[_slot_layer(l.keys[start:stop], l.values[start:stop], repeats) for l in cache.layers])
+
+def _walk_group(model, prompts:list, space:CompletionSpace, temperature:float, chunk_size:int) -> torch.Tensor:
+    "(G, N) log π of every leaf for G prompts of the same length, walked together: row g·C^d + i of depth d is prefix i of prompt g."
+    dev = model.get_input_embeddings().weight.device
+    toks, stops = torch.tensor(space.token_ids, device=dev), torch.tensor(space.stop_ids, device=dev)
+    cont = torch.tensor([t for t in space.token_ids if t not in space.stop_ids], device=dev)
+    T, C, G = space.max_len, len(cont), len(prompts)
+    width = [len(stops) * C ** (k - 1) if k < T else len(toks) * C ** (T - 1) for k in range(1, T + 1)]  # leaves per prompt, level k
+    levels = [torch.empty(G * w, dtype=torch.float64, device=dev) for w in width]  # level k's leaves, prompt-major
+    lp_of = lambda logits: (logits[:, -1].float() / temperature).log_softmax(-1).double()
+
+    def walk(cache, lp, prefix_lp, depth, first):  # `prefix_lp`: rows first.. of depth `depth`
+        k, R = depth + 1, len(prefix_lp)            # emit the leaves of level k
+        last = toks if k == T else stops
+        levels[k - 1][first * len(last):(first + R) * len(last)] = (prefix_lp[:, None] + lp[:, last]).reshape(-1)
+        if k == T: return
+        child_lp = prefix_lp[:, None] + lp[:, cont]  # (R, C)
+        per = max(1, chunk_size // C)
+        for i in range(0, R, per):
+            j = min(R, i + per)
+            cache_ij = _expand_cache(cache, i, j, C, last=depth + 2 == T)
+            o = model(input_ids=cont.repeat(j - i)[:, None], past_key_values=cache_ij, use_cache=True)
+            walk(o.past_key_values, lp_of(o.logits), child_lp[i:j].reshape(-1), depth + 1, (first + i) * C)
+
+    with eval_mode(model), _tree_attention_on(model):
+        o = model(input_ids=torch.tensor(prompts, device=dev), use_cache=True)
+        walk(o.past_key_values, lp_of(o.logits), torch.zeros(G, dtype=torch.float64, device=dev), 0, 0)
+    return torch.cat([l.view(G, -1) for l in levels], 1).cpu()
 
 @torch.no_grad()
+def tree_logprobs_batch(model, # a causal LM (a PeftModel samples with its adapters on)
+                        prompts:list, # token ids of each prompt (no padding; prompts of equal length are walked together)
+                        space:CompletionSpace, # the leaves to score
+                        temperature:float=1.0, # log-probs of logits / temperature, as the sampler draws
+                        chunk_size:int=4096, # most single-token rows per forward
+                       ) -> list: # per prompt, (N,) float64 log π(leaf | prompt) in `space` order
+    "log π(y | prompt) of every completion in `space` for each prompt, teacher-forced down the prefix tree with the KV cache."
+    if not temperature > 0: raise ValueError(f'temperature must be > 0, got {temperature!r}')
+    prompts = [list(p) for p in prompts]
+    out = [None] * len(prompts)
+    by_len = {}
+    for i, p in enumerate(prompts): by_len.setdefault(len(p), []).append(i)
+    for idx in by_len.values():
+        per = max(1, chunk_size // len(space.token_ids))  # prompts per walk: the root's children fit one chunk
+        for s in range(0, len(idx), per):
+            part = idx[s:s + per]
+            for i, lp in zip(part, _walk_group(model, [prompts[i] for i in part], space, temperature, chunk_size)): out[i] = lp
+    return out
+
 def tree_logprobs(model, # a causal LM (a PeftModel samples with its adapters on)
                   prompt_ids, # token ids of one prompt (no padding)
                   space:CompletionSpace, # the leaves to score
@@ -96,30 +212,4 @@ def tree_logprobs(model, # a causal LM (a PeftModel samples with its adapters on
                   chunk_size:int=4096, # most single-token rows per forward
                  ) -> torch.Tensor: # (N,) float64 log π(leaf | prompt), in `space` order
     "log π(y | prompt) of every completion in `space`, teacher-forced down the prefix tree with the KV cache."
-    if not temperature > 0: raise ValueError(f'temperature must be > 0, got {temperature!r}')
-    dev = model.get_input_embeddings().weight.device
-    toks, stops = torch.tensor(space.token_ids, device=dev), torch.tensor(space.stop_ids, device=dev)
-    cont = torch.tensor([t for t in space.token_ids if t not in space.stop_ids], device=dev)
-    T, C, S = space.max_len, len(cont), len(stops)
-    offset = [0, 0]  # offset[k]: first leaf of level k
-    for k in range(1, T): offset.append(offset[-1] + S * C ** (k - 1))
-    out = torch.empty(len(space), dtype=torch.float64)
-    lp_of = lambda logits: (logits[:, -1].float() / temperature).log_softmax(-1).double()
-
-    def walk(cache, lp, prefix_lp, depth, first):  # `prefix_lp`: rows first.. of the depth-`depth` prefixes
-        k, R = depth + 1, len(prefix_lp)            # emit the leaves of level k
-        last = toks if k == T else stops
-        leaves = (prefix_lp[:, None] + lp[:, last]).reshape(-1).cpu()
-        out[offset[k] + first * len(last): offset[k] + (first + R) * len(last)] = leaves
-        if k == T: return
-        child_lp = prefix_lp[:, None] + lp[:, cont]  # (R, C)
-        per = max(1, chunk_size // C)
-        for i in range(0, R, per):
-            j = min(R, i + per)
-            o = model(input_ids=cont.repeat(j - i)[:, None], past_key_values=_expand_cache(cache, i, j, C), use_cache=True)
-            walk(o.past_key_values, lp_of(o.logits), child_lp[i:j].reshape(-1), depth + 1, (first + i) * C)
-
-    with eval_mode(model):
-        o = model(input_ids=torch.tensor([list(prompt_ids)], device=dev), use_cache=True)
-        walk(o.past_key_values, lp_of(o.logits), torch.zeros(1, dtype=torch.float64, device=dev), 0, 0)
-    return out
+    return tree_logprobs_batch(model, [prompt_ids], space, temperature, chunk_size)[0]

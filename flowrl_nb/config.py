@@ -13,10 +13,10 @@ from fastcore.basics import patch
 from .core import atomic_write_text, check_choice, did_you_mean
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'REF_FORWARDS', 'WARMUP_UNITS', 'REWARD_FORMS',
-           'LENGTH_NORMS', 'ROLLOUT_ENGINES', 'VLLM_DTYPES', 'AUTO', 'VLLM_TIS_CAP', 'REWARDS', 'TASK_NAMES',
-           'LORA_TARGETS', 'LIVE_FIELDS', 'FIELD_CHECKS', 'VLLM_DEFAULTS', 'CROSS_CHECKS', 'FIELD_NAMES', 'PRESETS',
-           'FlowRLConfig']
+__all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'REF_FORWARDS', 'WARMUP_UNITS',
+           'COVERAGE_MODES', 'REWARD_FORMS', 'LENGTH_NORMS', 'ROLLOUT_ENGINES', 'VLLM_DTYPES', 'AUTO', 'VLLM_TIS_CAP',
+           'REWARDS', 'TASK_NAMES', 'LORA_TARGETS', 'LIVE_FIELDS', 'FIELD_CHECKS', 'VLLM_DEFAULTS', 'CROSS_CHECKS',
+           'FIELD_NAMES', 'PRESETS', 'FlowRLConfig']
 
 # %% ../nbs/01_config.ipynb #04d854b6
 ALGORITHMS = ('flowrl', 'grpo', 'reinforce_pp')
@@ -26,6 +26,7 @@ IS_MODES = ('none', 'cap', 'clip', 'geo_clip')
 LOSS_AGGS = ('token_mean', 'seq_mean_token_mean')
 REF_FORWARDS = ('always', 'when_needed')  # ref_forward: run the π_ref pass every step, or only when the objective uses it
 WARMUP_UNITS = ('optimizer_step', 'rollout_step')  # what warmup_steps counts; rollout_step is the released schedule
+COVERAGE_MODES = ('background', 'inline')  # where exact coverage is measured: beside training, or inside the step
 REWARD_FORMS = ('adv', 'raw')     # FlowRL: β·r̂ (as released) or β·r (raw reward, trajectory balance)
 LENGTH_NORMS = ('mean', 'sum')    # FlowRL: token-mean log-probs (as released) or summed (exact trajectory balance)
 ROLLOUT_ENGINES = ('hf', 'vllm')
@@ -105,7 +106,7 @@ FIELD_CHECKS = dict(
     task_max_number=_interval(2, 10**6), task_num_ops=_interval(1, 3), task_ops=_arith_ops, task_num_problems=_at_least_1,
     task_num_heldout=_nonneg,
     seed=_interval(0, 2**32 - 1), output_dir=_optional(_non_empty), logging_steps=_at_least_1,
-    save_steps=_nonneg, coverage_steps=_nonneg, device=_device, max_nonfinite_steps=_at_least_1,
+    save_steps=_nonneg, coverage_steps=_nonneg, coverage_mode=_choice(COVERAGE_MODES), device=_device, max_nonfinite_steps=_at_least_1,
 )
 
 # %% ../nbs/01_config.ipynb #47bc3f38
@@ -298,6 +299,7 @@ class FlowRLConfig:
     logging_steps:int=1 # log metrics every N steps
     save_steps:int=20 # checkpoint every N steps; 0 = only at the end or on stop
     coverage_steps:int=5 # measure coverage every N steps; 0 = never
+    coverage_mode:str='background' # background: measured beside training on a copy of the adapter, logged when it lands; inline: inside the step
     device:str='auto' # auto, cpu, cuda, cuda:N or mps
 
     def __post_init__(self): self.validate()

@@ -8,7 +8,7 @@ import math, time
 from dataclasses import dataclass, field
 import torch
 from fastcore.basics import patch
-from .completions import MAX_LEAVES, CompletionSpace, count_leaves, tree_logprobs
+from .completions import MAX_LEAVES, CompletionSpace, count_leaves, tree_logprobs_batch
 
 # %% auto #0
 __all__ = ['COVERAGE_METRICS', 'coverage_of', 'CoverageResult', 'ExactCoverage', 'enumerable', 'exact_coverage_for',
@@ -144,7 +144,7 @@ class ExactCoverage:
             ) -> list:
         "Per prompt, (N,) log π(y|x) of every completion under `model` (adapters as they are)."
         m = _merged_copy(model) if merge else None
-        try: return [tree_logprobs(m or model, p, self.space, temperature, self.chunk_size) for p in self.prompt_ids]
+        try: return tree_logprobs_batch(m or model, self.prompt_ids, self.space, temperature, self.chunk_size)
         finally: del m
 
     def reference(self, model, # a peft model: its base (adapters disabled) is π_ref
@@ -235,8 +235,10 @@ class CoverageHook:
                  at_start:bool=False, # measure the initial policy (logged as step 0)
                  at_end:bool=False, # measure the last step of each `train()` / `start()` call
                  evaluator:ExactCoverage|None=None, # reuse an evaluator (its reference enumeration is cached)
+                 background:bool=False, # measure beside training: snapshot the adapter, walk a copy in a thread, log when it lands
                 ):
         self.every, self.at_start, self.at_end, self.evaluator, self._built = every, at_start, at_end, evaluator, evaluator is not None
+        self.background, self._jobs, self._error = background, None, None
         self.first = self.last = None  # (step, CoverageResult) of the first and of the last measurement
 
     def _ready(self, trainer) -> ExactCoverage|None:
@@ -246,25 +248,81 @@ class CoverageHook:
             self._built = True
         return self.evaluator
 
-    def on_step(self, trainer, result) -> dict|None:
-        due = (self.at_start if result.step == 0 else
-               (self.every and result.step % self.every == 0) or (self.at_end and result.last))
-        if not due or self._ready(trainer) is None: return None
-        trainer.phase = 'measuring coverage'
-        batch = dict(result.batch, group_size=trainer.config.num_generations) if result.batch else None
-        res = self.evaluator.evaluate(trainer.model, temperature=result.controls['temperature'],
-                                      beta=result.controls['beta'], batch=batch)
-        self.last = (result.step, res)
+    def _measure(self, trainer, model, step:int, controls:dict, batch) -> dict|None:
+        if self._ready(trainer) is None: return None
+        res = self.evaluator.evaluate(model, temperature=controls['temperature'], beta=controls['beta'], batch=batch)
+        self.last = (step, res)
         if self.first is None: self.first = self.last
         return res.metrics
 
-    def on_end(self, trainer): pass
+    def on_step(self, trainer, result) -> dict|None:
+        self._raise_error()
+        due = (self.at_start if result.step == 0 else
+               (self.every and result.step % self.every == 0) or (self.at_end and result.last))
+        if not due or not self._enumerable(trainer): return None
+        batch = dict(result.batch, group_size=trainer.config.num_generations) if result.batch else None
+        if self.background: return self._submit(trainer, result, batch)
+        trainer.phase = 'measuring coverage'
+        return self._measure(trainer, trainer.model, result.step, result.controls, batch)
+
+    def on_end(self, trainer):
+        if self._jobs is not None: self._jobs.join()  # every measurement handed over has landed in the log
+        self._raise_error()
+
+    def _enumerable(self, trainer) -> bool:
+        if self._built: return self.evaluator is not None
+        return enumerable(trainer.task, trainer.rows, trainer.tokenizer, trainer.config.max_completion_length,
+                          trainer.engine.eos_token_ids)
 
     def expected_metrics(self, trainer) -> tuple:
         if not (self.every or self.at_start or self.at_end): return ()
-        if self._built: ok = self.evaluator is not None
-        else: ok = enumerable(trainer.task, trainer.rows, trainer.tokenizer, trainer.config.max_completion_length,
-                              trainer.engine.eos_token_ids)
-        return tuple(f'coverage/{k}' for k in COVERAGE_METRICS) if ok else ()
+        return tuple(f'coverage/{k}' for k in COVERAGE_METRICS) if self._enumerable(trainer) else ()
 
-    def __repr__(self): return f'CoverageHook(every={self.every}, at_start={self.at_start}, at_end={self.at_end})'
+    def __repr__(self):
+        return (f'CoverageHook(every={self.every}, at_start={self.at_start}, at_end={self.at_end}'
+                f'{", background=True" if self.background else ""})')
+
+
+# %% ../nbs/06b_coverage.ipynb #8f2a6648
+@patch
+def _submit(self:CoverageHook, trainer, result, batch) -> None:
+    "Hand a snapshot of the adapter to the measuring thread (waiting only while an earlier snapshot is still queued)."
+    if self._jobs is None: self._start(trainer)
+    params = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}  # LoRA only: cheap
+    if self._jobs.full(): trainer.phase = 'waiting for coverage'
+    self._jobs.put((result.step, params, dict(result.controls), batch, result.metrics))
+    return None  # the metrics arrive later: added to this step's metrics and logged against its step
+
+@patch
+def _start(self:CoverageHook, trainer):
+    "A copy of the policy for the measurer (the frozen base is shared by value, never read by training again) and its thread."
+    import copy, queue, threading
+    model = copy.deepcopy(trainer.model).requires_grad_(False)
+    self._jobs = queue.Queue(maxsize=1)  # one snapshot queued while one is measured; a third step waits
+    threading.Thread(target=self._work, args=(trainer, model, torch.get_num_threads()), daemon=True,
+                     name='flowrl_nb-coverage').start()
+
+@patch
+def _work(self:CoverageHook, trainer, model, threads:int):
+    "The measuring thread: load each snapshot into its copy, walk it, add the metrics to the step's and log them, in order."
+    torch.set_num_threads(threads)  # the training thread's budget (this thread's own setting)
+    named = dict(model.named_parameters())
+    while True:
+        step, params, controls, batch, metrics = self._jobs.get()
+        try:
+            if self._error is None:
+                with torch.no_grad():
+                    for n, v in params.items(): named[n].copy_(v)
+                m = self._measure(trainer, model, step, controls, batch)
+                if m:
+                    metrics.update(m)
+                    trainer.log.log_step(step, m)  # a second record of `step`: readers merge it into the first
+        except BaseException as e: self._error = e
+        finally: self._jobs.task_done()
+
+@patch
+def _raise_error(self:CoverageHook):
+    "Raise, in the training thread, an error the measuring thread met (it measures nothing more after one)."
+    if self._error is not None:
+        e, self._error = self._error, None
+        raise RuntimeError(f'exact coverage failed in the background: {type(e).__name__}: {e}') from e

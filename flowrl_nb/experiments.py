@@ -160,7 +160,8 @@ def _train_run(cfg:FlowRLConfig, steps:int, report_prompts:int, evaluators:dict,
     from flowrl_nb.trainer import Trainer, default_hooks
     t0 = time.perf_counter()
     key = tuple(str(getattr(cfg, k)) for k in _COVERAGE_KEY)
-    cov = CoverageHook(cfg.coverage_steps, at_start=True, at_end=True, evaluator=evaluators.get(key))
+    cov = CoverageHook(cfg.coverage_steps, at_start=True, at_end=True, evaluator=evaluators.get(key),
+                       background=cfg.coverage_mode == 'background')
     tr = Trainer(cfg, hooks=default_hooks(cfg, coverage=cov))
     seed_everything(cfg.seed)  # FlowRL's Z head drew random numbers: re-seed so every run's first rollout is the same
     steps_metrics = tr.train(steps, progress=progress)

@@ -79,12 +79,20 @@ def series(records:list, # step records (dicts with 'step'), e.g. `Run.metrics` 
     pts = [(m['step'], m[name]) for m in records if m.get(name) is not None and 'step' in m]
     return [p[0] for p in pts], [p[1] for p in pts]
 
+def _merge_step(records:list, rec:dict):
+    "Add step record `rec` to `records` (in step order), merged into an earlier record of the same step if there is one."
+    s = rec['step']
+    for i in range(len(records) - 1, -1, -1):  # a late record (coverage measured in the background) is for a recent step
+        if records[i]['step'] == s: records[i].update((k, v) for k, v in rec.items() if k != 'time'); return
+        if records[i]['step'] < s: records.insert(i + 1, rec); return
+    records.insert(0, rec)
+
 @dataclass
 class Run:
     "A run read back from its directory: config, per-step metrics, events and meta records."
     path: Path
     config: object            # FlowRLConfig (or a dict if the config could not be parsed)
-    metrics: list = field(default_factory=list)  # one dict per step, in order
+    metrics: list = field(default_factory=list)  # one dict per step, in order (a step's later records merged in)
     events: list = field(default_factory=list)   # control changes, rollbacks and other events
     meta: dict = field(default_factory=dict)     # the run's meta records, merged (e.g. 'expected': metric names it logs)
 
@@ -114,10 +122,11 @@ def load_run(run_dir) -> Run:
         from flowrl_nb.config import FlowRLConfig
         config = FlowRLConfig.from_yaml(cfg_path)
     recs = read_jsonl(run_dir / 'metrics.jsonl')
-    meta = {}
+    meta, steps = {}, []
     for r in recs:
         if r.get('type') == 'meta': meta.update({k: v for k, v in r.items() if k not in ('type', 'time')})
-    return Run(run_dir, config, [r for r in recs if r.get('type') == 'step'], [r for r in recs if r.get('type') == 'event'], meta)
+        elif r.get('type') == 'step': _merge_step(steps, r)
+    return Run(run_dir, config, steps, [r for r in recs if r.get('type') == 'event'], meta)
 
 # %% ../nbs/08_runlog.ipynb #2f8069ad
 class RunTail:
@@ -159,7 +168,7 @@ class RunTail:
                 except json.JSONDecodeError as e:
                     self.error = f'{log}: a line is not valid JSON ({e})'; continue
                 kind = rec.get('type')
-                if kind == 'step': self.run.metrics.append(rec); added = True
+                if kind == 'step': _merge_step(self.run.metrics, rec); added = True
                 elif kind == 'event': self.run.events.append(rec); added = True
                 elif kind == 'meta': self.run.meta.update({k: v for k, v in rec.items() if k not in ('type', 'time')})
             return added

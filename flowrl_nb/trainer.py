@@ -154,7 +154,8 @@ def default_hooks(config:FlowRLConfig, # the run's config
                   coverage:CoverageHook|None=None, # a coverage hook to use instead of the config's (e.g. sharing a reference)
                  ) -> list:
     "The hooks of a run: exact coverage (`coverage_steps`), evaluation (`eval_steps`), the log, checkpoints — in that order."
-    return [coverage if coverage is not None else CoverageHook(config.coverage_steps), EvalHook(config),
+    return [coverage if coverage is not None else CoverageHook(config.coverage_steps, background=config.coverage_mode == 'background'),
+            EvalHook(config),
             LogHook(config.logging_steps), CheckpointHook(config.save_steps)]
 
 # %% ../nbs/09_trainer.ipynb #1ca98e01

@@ -105,6 +105,7 @@ BAD = [
     (dict(logging_steps=0), 'logging_steps must be >= 1, got 0'),
     (dict(save_steps=-1), 'save_steps must be >= 0, got -1'),
     (dict(coverage_steps=-5), 'coverage_steps must be >= 0, got -5'),
+    (dict(coverage_mode='thread'), "coverage_mode must be one of 'background', 'inline', got 'thread'"),
     (dict(device='gpu'), "device must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N', got 'gpu'"),
 ]
 

@@ -99,7 +99,7 @@ if not torch.cuda.is_available():
 else:
     CHANGES['device'] = ('cuda', {})
 CUSTOM = ('model_name_or_path', 'gradient_checkpointing', 'max_nonfinite_steps', 'train_file', 'reward', 'output_dir',
-          'reward_timeout', 'max_reward_error_batches')
+          'reward_timeout', 'max_reward_error_batches', 'coverage_mode')
 
 
 def _cfg(tmp_path, name, **kw):
@@ -173,6 +173,22 @@ def test_model_name_or_path(tmp_path, tmp_path_factory):
     w = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() and v.dim() == 2 else v for k, v in w.items()}
     save_file(w, str(other / 'model.safetensors'), metadata={'format': 'pt'})
     assert _run(tmp_path, 'changed', model_name_or_path=str(other)) != _base(tmp_path_factory, {})
+
+
+def test_coverage_mode(tmp_path):
+    "Same numbers by design (the same walk of the same weights): what changes is where it runs and how it reaches the log."
+    from flowrl_nb.coverage import CoverageHook
+    from flowrl_nb.runlog import read_jsonl
+    steps = {}
+    for mode in ('inline', 'background'):
+        tr = Trainer(_cfg(tmp_path, mode, coverage_steps=1, coverage_mode=mode, **TWO_DIGITS))
+        assert next(h for h in tr.hooks if isinstance(h, CoverageHook)).background == (mode == 'background')
+        tr.train(progress=False)
+        steps[mode] = [(r['step'], 'coverage/correct_mass' in r) for r in read_jsonl(tr.run_dir / 'metrics.jsonl') if r['type'] == 'step']
+    assert steps['inline'] == [(1, True), (2, True)]
+    # background: each step's record, then its coverage when it lands (step 1's may land after step 2's record)
+    assert sorted(steps['background']) == [(1, False), (1, True), (2, False), (2, True)]
+    assert [s for s, cov in steps['background'] if cov] == [1, 2]   # coverage lands in step order
 
 
 def test_gradient_checkpointing(tmp_path):

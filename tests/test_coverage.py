@@ -2,8 +2,8 @@
 import math, tempfile
 import pytest, torch
 from flowrl_nb.config import FlowRLConfig
-from flowrl_nb.completions import CompletionSpace, tree_logprobs
-from flowrl_nb.coverage import COVERAGE_METRICS, CoverageHook, ExactCoverage, coverage_of
+from flowrl_nb.completions import CompletionSpace, tree_logprobs, tree_logprobs_batch
+from flowrl_nb.coverage import COVERAGE_METRICS, CoverageHook, ExactCoverage, _merged_copy, coverage_of
 from flowrl_nb.model import load_policy, token_logprobs
 from flowrl_nb.rollout import HFRolloutEngine
 from flowrl_nb.task import DigitSumTask
@@ -20,6 +20,34 @@ def policy():
         for n, p in model.named_parameters():
             if 'lora_B' in n: p.normal_(0, 0.05, generator=g)
     return model.eval(), tok
+
+
+@torch.no_grad()
+def walk_as_before(model, prompt_ids, space, temperature):
+    "The walk as it was before issue 18 (one prompt, a DynamicCache copied per chunk, SDPA): the oracle for today's walk."
+    from transformers import DynamicCache
+    toks, stops = torch.tensor(space.token_ids), torch.tensor(space.stop_ids)
+    cont = torch.tensor([t for t in space.token_ids if t not in space.stop_ids])
+    T, C, S = space.max_len, len(cont), len(stops)
+    offset = [0, 0]
+    for k in range(1, T): offset.append(offset[-1] + S * C ** (k - 1))
+    out = torch.empty(len(space), dtype=torch.float64)
+    lp_of = lambda logits: (logits[:, -1].float() / temperature).log_softmax(-1).double()
+    def walk(cache, lp, prefix_lp, depth, first):
+        k, R = depth + 1, len(prefix_lp)
+        last = toks if k == T else stops
+        out[offset[k] + first * len(last): offset[k] + (first + R) * len(last)] = (prefix_lp[:, None] + lp[:, last]).reshape(-1)
+        if k == T: return
+        child_lp = prefix_lp[:, None] + lp[:, cont]
+        per = max(1, 4096 // C)
+        for i in range(0, R, per):
+            j = min(R, i + per)
+            kv = DynamicCache(ddp_cache_data=[(l.keys[i:j].repeat_interleave(C, 0), l.values[i:j].repeat_interleave(C, 0)) for l in cache.layers])
+            o = model(input_ids=cont.repeat(j - i)[:, None], past_key_values=kv, use_cache=True)
+            walk(o.past_key_values, lp_of(o.logits), child_lp[i:j].reshape(-1), depth + 1, (first + i) * C)
+    o = model(input_ids=torch.tensor([list(prompt_ids)]), use_cache=True)
+    walk(o.past_key_values, lp_of(o.logits), torch.zeros(1, dtype=torch.float64), 0, 0)
+    return out
 
 
 def coverage(tok, task, max_len):
@@ -44,6 +72,11 @@ def test_enumeration_sums_to_one(policy, max_digits, max_len, lo, hi, partial, t
     for p in res.per_prompt:
         assert abs(p['total_mass'] - 1.0) < 1e-5, p
         assert p['num_correct'] == task.num_correct(int(p['prompt'][2:-1]))
+    merged = _merged_copy(model)  # the model the evaluator walks
+    for prompt, lp in zip(res.evaluator.prompt_ids, res.logp):  # today's walk (all prompts at once) equals the walk before it
+        before = walk_as_before(merged, prompt, res.evaluator.space, temperature)
+        assert torch.allclose(lp, before, rtol=1e-5, atol=1e-5)     # float32 rounding of the logits, summed along the path
+        assert (lp.exp() - before.exp()).abs().sum() < 1e-6         # the two distributions: L1 distance (float32 level)
     ref = res.evaluator.reference(model, temperature)
     assert all(abs(r.exp().sum().item() - 1.0) < 1e-5 for r in ref)
 
@@ -62,6 +95,20 @@ def test_every_leaf_matches_teacher_forcing(policy, max_len):
     assert torch.allclose(lp.float(), tf, rtol=5e-5, atol=2e-4)   # float32 rounding grows with |log π|
     assert len(set(map(tuple, space.tokens.tolist()))) == len(space)   # no leaf twice
     assert abs(lp.exp().sum().item() - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize('chunk_size', [7, 50, 4096])
+def test_prompts_walked_together_equal_one_at_a_time(policy, chunk_size):
+    "Prompts of two lengths, walked together in chunks that cut across prompts, give each prompt's own walk."
+    model, tok = policy
+    space = CompletionSpace.build(tok, 3)
+    prompts = [tok(p).input_ids for p in ('S=9:', 'S=13:', 'S=5:', 'S=17:', 'S=8:')]
+    assert len({len(p) for p in prompts}) == 2
+    together = tree_logprobs_batch(model, prompts, space, temperature=0.8, chunk_size=chunk_size)
+    for p, lp in zip(prompts, together):
+        assert torch.allclose(lp, tree_logprobs(model, p, space, temperature=0.8), rtol=1e-6, atol=1e-6)
+        assert torch.allclose(lp, walk_as_before(model, p, space, 0.8), rtol=1e-5, atol=1e-5)
+    assert model.config._attn_implementation != 'flowrl_tree'   # the walk's attention is switched back afterwards
 
 
 def test_merged_walk_is_the_adapter_walk(policy):
@@ -220,6 +267,39 @@ def test_trainer_logs_coverage_every_n_steps_without_changing_training(tmp_path)
     assert same(ha) == same(hb)                       # measuring draws no random numbers and trains nothing
     assert load_run(a.run_dir).series('coverage/correct_mass')[0] == [2, 4]
     assert a.rewards.calls == 4                       # the run's own reward counters are untouched by coverage
+
+
+def test_background_coverage_equals_inline_and_lands_in_the_log(tmp_path):
+    "Measured beside training, coverage has inline's values, lands in train()'s metrics and in the log as a late record of its step."
+    from flowrl_nb.trainer import Trainer
+    from flowrl_nb.runlog import load_run, read_jsonl
+    runs, hist = {}, {}
+    for mode in ('inline', 'background'):  # one after the other: each trainer seeds the global RNGs as it is built
+        runs[mode] = Trainer(FlowRLConfig(**SMALL, coverage_steps=2, coverage_mode=mode, output_dir=str(tmp_path / mode)))
+        hist[mode] = runs[mode].train(4, progress=False)
+    hook = next(h for h in runs['background'].hooks if isinstance(h, CoverageHook))
+    assert hook.background and hook.last[0] == 4
+    for a, b in zip(hist['inline'], hist['background']):
+        assert {k: v for k, v in a.items() if not k.startswith(('time/', 'perf/'))} == \
+               {k: v for k, v in b.items() if not k.startswith(('time/', 'perf/'))}
+    assert [('coverage/correct_mass' in m) for m in hist['background']] == [False, True, False, True]
+    recs = [r for r in read_jsonl(runs['background'].run_dir / 'metrics.jsonl') if r['type'] == 'step']
+    assert [r['step'] for r in recs].count(2) == 2   # the step's record, then its coverage when it landed
+    late = [r for r in recs if r['step'] == 2][1]
+    assert set(late) - {'type', 'step', 'time'} == {k for k in hist['background'][1] if k.startswith('coverage/')} | {'time/coverage'}
+    run = load_run(runs['background'].run_dir)
+    assert [m['step'] for m in run.metrics] == [1, 2, 3, 4]
+    assert run.series('coverage/correct_mass') == load_run(runs['inline'].run_dir).series('coverage/correct_mass')
+
+
+def test_background_error_is_raised_in_the_training_thread(tmp_path, monkeypatch):
+    from flowrl_nb.trainer import Trainer
+    def broken(self, *a, **k): raise FloatingPointError('walk diverged')
+    monkeypatch.setattr(ExactCoverage, 'evaluate', broken)
+    tr = Trainer(FlowRLConfig(**SMALL, coverage_steps=1, output_dir=str(tmp_path / 'r')))
+    with pytest.raises(RuntimeError, match='exact coverage failed in the background: FloatingPointError: walk diverged'):
+        tr.train(3, progress=False)
+    assert tr.status == 'failed'
 
 
 def test_not_enumerable_logs_nothing(tmp_path):

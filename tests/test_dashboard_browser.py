@@ -24,8 +24,8 @@ torch.set_num_threads(1)
 from flowrl_nb.config import FlowRLConfig
 from flowrl_nb.trainer import Trainer
 from flowrl_nb.dashboard import Dashboard
-tr = Trainer(FlowRLConfig(prompts_per_step=4, num_generations=4, save_steps=0, max_steps=400, task_max_digits=2,
-                          max_completion_length=3, task_max_target=12, coverage_steps=2, output_dir={run_dir!r}))
+tr = Trainer(FlowRLConfig(prompts_per_step=4, num_generations=4, save_steps=0, max_steps=400, coverage_steps=2,
+                          output_dir={run_dir!r}))  # the built-in task: coverage measured in the background
 dash = Dashboard(tr)
 dash
 '''
