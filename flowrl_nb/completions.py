@@ -122,8 +122,14 @@ class _ParentsLayer(DynamicLayer):
 def _tree_attention(module, query, key, value, attention_mask, scaling:float|None=None, **kwargs):
     "Attention of the walk: SDPA, except on a `_ParentsLayer`, where C children attend to their parent's keys and their own token."
     import torch.nn.functional as F
+    unsupported = {k: v for k, v in kwargs.items() if k in ('softcap', 's_aux', 'sinks') and v is not None}
+    tree = hasattr(key, 'parent_keys')  # a `_ParentsLayer` (told by its fields: a re-run notebook cell makes a new class)
+    window, length = kwargs.get('sliding_window'), key.filled + 1 if tree else key.shape[2]
+    if unsupported or (window is not None and window < length):
+        raise NotImplementedError(f'the exact walk computes plain softmax attention over the whole context; this model needs '
+                                  f'{dict(unsupported, sliding_window=window) if window is not None else unsupported}')
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    if not isinstance(key, _ParentsLayer):  # the prompt (causal, no padding) and the levels that are parents themselves
+    if not tree:  # the prompt (causal, no padding) and the levels that are parents themselves
         causal = query.shape[2] > 1
         out = F.scaled_dot_product_attention(query, key, value, is_causal=causal, scale=scale,
                                              enable_gqa=query.shape[1] != key.shape[1])
@@ -141,11 +147,11 @@ def _tree_attention(module, query, key, value, attention_mask, scaling:float|Non
     return out.permute(0, 2, 1, 3, 4).reshape(P * C, 1, Hkv * G, D), None
 
 TREE_ATTENTION = 'flowrl_tree'  # the attention implementation the walk registers with transformers and switches to
-AttentionInterface.register(TREE_ATTENTION, _tree_attention)
 
 @contextlib.contextmanager
 def _tree_attention_on(model):
-    "Run `model` with `_tree_attention` (its config's attention implementation restored after)."
+    "Run `model` with `_tree_attention` (registered with transformers as `TREE_ATTENTION`; the model's own restored after)."
+    AttentionInterface.register(TREE_ATTENTION, _tree_attention)  # at each walk: this module's function, not a stale one
     cfg = model.config
     old = cfg._attn_implementation
     cfg._attn_implementation = TREE_ATTENTION

@@ -238,7 +238,7 @@ class CoverageHook:
                  background:bool=False, # measure beside training: snapshot the adapter, walk a copy in a thread, log when it lands
                 ):
         self.every, self.at_start, self.at_end, self.evaluator, self._built = every, at_start, at_end, evaluator, evaluator is not None
-        self.background, self._jobs, self._error = background, None, None
+        self.background, self._jobs, self._worker, self._error, self._landed = background, None, None, None, []
         self.first = self.last = None  # (step, CoverageResult) of the first and of the last measurement
 
     def _ready(self, trainer) -> ExactCoverage|None:
@@ -256,7 +256,7 @@ class CoverageHook:
         return res.metrics
 
     def on_step(self, trainer, result) -> dict|None:
-        self._raise_error()
+        self._merge_landed(); self._raise_error()
         due = (self.at_start if result.step == 0 else
                (self.every and result.step % self.every == 0) or (self.at_end and result.last))
         if not due or not self._enumerable(trainer): return None
@@ -266,8 +266,13 @@ class CoverageHook:
         return self._measure(trainer, trainer.model, result.step, result.controls, batch)
 
     def on_end(self, trainer):
-        if self._jobs is not None: self._jobs.join()  # every measurement handed over has landed in the log
-        self._raise_error()
+        if self._worker is not None:  # every measurement handed over lands in the log; the thread and its copy go
+            self._jobs.put(None); self._worker.join(); self._jobs = self._worker = None
+        self._merge_landed()
+        try: self._raise_error()
+        except RuntimeError as e:  # the run's last measurement failed: the run did not finish as asked
+            trainer.status, trainer.error = 'failed', e
+            raise
 
     def _enumerable(self, trainer) -> bool:
         if self._built: return self.evaluator is not None
@@ -295,30 +300,37 @@ def _submit(self:CoverageHook, trainer, result, batch) -> None:
 
 @patch
 def _start(self:CoverageHook, trainer):
-    "A copy of the policy for the measurer (the frozen base is shared by value, never read by training again) and its thread."
+    "The measuring thread and its own copy of the policy (made once per `train()` call; snapshots copy only the adapter in)."
     import copy, queue, threading
     model = copy.deepcopy(trainer.model).requires_grad_(False)
     self._jobs = queue.Queue(maxsize=1)  # one snapshot queued while one is measured; a third step waits
-    threading.Thread(target=self._work, args=(trainer, model, torch.get_num_threads()), daemon=True,
-                     name='flowrl_nb-coverage').start()
+    self._worker = threading.Thread(target=self._work, args=(trainer, model, torch.get_num_threads()), daemon=True,
+                                    name='flowrl_nb-coverage')
+    self._worker.start()
 
 @patch
 def _work(self:CoverageHook, trainer, model, threads:int):
-    "The measuring thread: load each snapshot into its copy, walk it, add the metrics to the step's and log them, in order."
+    "The measuring thread: load each snapshot into its copy, walk it, log the metrics against their step, in order."
     torch.set_num_threads(threads)  # the training thread's budget (this thread's own setting)
     named = dict(model.named_parameters())
-    while True:
-        step, params, controls, batch, metrics = self._jobs.get()
+    while (job := self._jobs.get()) is not None:
+        step, params, controls, batch, metrics = job
         try:
             if self._error is None:
                 with torch.no_grad():
                     for n, v in params.items(): named[n].copy_(v)
                 m = self._measure(trainer, model, step, controls, batch)
                 if m:
-                    metrics.update(m)
                     trainer.log.log_step(step, m)  # a second record of `step`: readers merge it into the first
+                    self._landed.append((metrics, m))  # the training thread adds them to the step's metrics
         except BaseException as e: self._error = e
-        finally: self._jobs.task_done()
+
+@patch
+def _merge_landed(self:CoverageHook):
+    "In the training thread: add each landed measurement to the metrics dict of its step (the one `train()` returns)."
+    while self._landed:
+        metrics, m = self._landed.pop(0)
+        metrics.update(m)
 
 @patch
 def _raise_error(self:CoverageHook):

@@ -81,10 +81,12 @@ def series(records:list, # step records (dicts with 'step'), e.g. `Run.metrics` 
 
 def _merge_step(records:list, rec:dict):
     "Add step record `rec` to `records` (in step order), merged into an earlier record of the same step if there is one."
-    s = rec['step']
+    s = rec.get('step')
+    if not isinstance(s, int): records.append(rec); return  # a hand-written record without a step: kept as it is
     for i in range(len(records) - 1, -1, -1):  # a late record (coverage measured in the background) is for a recent step
-        if records[i]['step'] == s: records[i].update((k, v) for k, v in rec.items() if k != 'time'); return
-        if records[i]['step'] < s: records.insert(i + 1, rec); return
+        t = records[i].get('step')
+        if t == s: records[i].update((k, v) for k, v in rec.items() if k != 'time'); return
+        if isinstance(t, int) and t < s: records.insert(i + 1, rec); return
     records.insert(0, rec)
 
 @dataclass

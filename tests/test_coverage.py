@@ -111,6 +111,16 @@ def test_prompts_walked_together_equal_one_at_a_time(policy, chunk_size):
     assert model.config._attn_implementation != 'flowrl_tree'   # the walk's attention is switched back afterwards
 
 
+def test_walk_attention_refuses_what_it_does_not_compute():
+    "The walk's attention is plain softmax over the whole context: a sliding window shorter than it, or logit soft-capping, is refused."
+    from flowrl_nb.completions import _tree_attention
+    q, k = torch.zeros(2, 4, 1, 8), torch.zeros(2, 2, 5, 8)
+    out, _ = _tree_attention(None, q, k, k, None, sliding_window=5)
+    assert out.shape == (2, 1, 4, 8)
+    with pytest.raises(NotImplementedError, match='sliding_window'): _tree_attention(None, q, k, k, None, sliding_window=4)
+    with pytest.raises(NotImplementedError, match='softcap'): _tree_attention(None, q, k, k, None, softcap=30.0)
+
+
 def test_merged_walk_is_the_adapter_walk(policy):
     "ExactCoverage walks a LoRA-merged copy of the policy: the same distribution as the adapter layers, model untouched."
     model, tok = policy
@@ -289,6 +299,8 @@ def test_background_coverage_equals_inline_and_lands_in_the_log(tmp_path):
     assert set(late) - {'type', 'step', 'time'} == {k for k in hist['background'][1] if k.startswith('coverage/')} | {'time/coverage'}
     run = load_run(runs['background'].run_dir)
     assert [m['step'] for m in run.metrics] == [1, 2, 3, 4]
+    import threading   # train() ended: its measuring thread and that thread's copy of the policy are gone
+    assert not any(t.name == 'flowrl_nb-coverage' for t in threading.enumerate()) and hook._worker is None
     assert run.series('coverage/correct_mass') == load_run(runs['inline'].run_dir).series('coverage/correct_mass')
 
 
