@@ -33,7 +33,8 @@ def floor_seconds(model, rows:list) -> float:
     "Seconds of the walk's matrix multiplies alone: every Linear of `model` at every forward's row count."
     import torch
     weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    xs = {(M, K): torch.randn(M, K) for M in set(rows) for K in {w.shape[1] for w in weights}}
+    dtype = weights[0].dtype
+    xs = {(M, K): torch.randn(M, K, dtype=dtype) for M in set(rows) for K in {w.shape[1] for w in weights}}
     with torch.no_grad():
         t = time.perf_counter()
         for M in rows:
@@ -52,8 +53,9 @@ def main(argv=None):
     from flowrl_nb.config import FlowRLConfig
     from flowrl_nb.coverage import CoverageHook, _merged_copy, exact_coverage_for
     from flowrl_nb.trainer import Trainer, default_hooks
-    cfg = FlowRLConfig(save_steps=0, eval_steps=0, coverage_steps=5, output_dir=tempfile.mkdtemp() + '/run')
-    tr = Trainer(cfg)
+    if args.steps % args.every: p.error(f'--steps ({args.steps}) must be a multiple of --every ({args.every})')
+    cfg = FlowRLConfig(save_steps=0, eval_steps=0, coverage_steps=0, output_dir=tempfile.mkdtemp() + '/run')
+    tr = Trainer(cfg)  # coverage off here: each block gets its own hook, sharing one evaluator
     t = time.perf_counter()
     ev = exact_coverage_for(tr.task, tr.rows, tr.tokenizer, tr.rewards, cfg.max_completion_length, tr.engine.eos_token_ids)
     build = time.perf_counter() - t

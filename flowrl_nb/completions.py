@@ -142,7 +142,7 @@ def _tree_attention(module, query, key, value, attention_mask, scaling:float|Non
     v_own = key.own_values.view(P, C, Hkv, 1, D).permute(0, 2, 1, 3, 4)
     s_par = torch.matmul(q.reshape(P, Hkv, C * G, D), Kp.transpose(-1, -2)) * scale   # (P, Hkv, C·G, L)
     s_own = (q * k_own).sum(-1, keepdim=True).reshape(P, Hkv, C * G, 1) * scale
-    w = torch.cat([s_par, s_own], -1).softmax(-1)
+    w = torch.cat([s_par, s_own], -1).softmax(-1, dtype=torch.float32).to(q.dtype)  # in float32, as eager attention
     out = torch.matmul(w[..., :L], Vp).view(P, Hkv, C, G, D) + w[..., L:].view(P, Hkv, C, G, 1) * v_own
     return out.permute(0, 2, 1, 3, 4).reshape(P * C, 1, Hkv * G, D), None
 

@@ -259,20 +259,11 @@ class CoverageHook:
         self._merge_landed(); self._raise_error()
         due = (self.at_start if result.step == 0 else
                (self.every and result.step % self.every == 0) or (self.at_end and result.last))
-        if not due or not self._enumerable(trainer): return None
+        if not due or self._ready(trainer) is None: return None  # built here: the tokenizer and rewards are this thread's
         batch = dict(result.batch, group_size=trainer.config.num_generations) if result.batch else None
         if self.background: return self._submit(trainer, result, batch)
         trainer.phase = 'measuring coverage'
         return self._measure(trainer, trainer.model, result.step, result.controls, batch)
-
-    def on_end(self, trainer):
-        if self._worker is not None:  # every measurement handed over lands in the log; the thread and its copy go
-            self._jobs.put(None); self._worker.join(); self._jobs = self._worker = None
-        self._merge_landed()
-        try: self._raise_error()
-        except RuntimeError as e:  # the run's last measurement failed: the run did not finish as asked
-            trainer.status, trainer.error = 'failed', e
-            raise
 
     def _enumerable(self, trainer) -> bool:
         if self._built: return self.evaluator is not None
@@ -292,10 +283,11 @@ class CoverageHook:
 @patch
 def _submit(self:CoverageHook, trainer, result, batch) -> None:
     "Hand a snapshot of the adapter to the measuring thread (waiting only while an earlier snapshot is still queued)."
-    if self._jobs is None: self._start(trainer)
+    if self._worker is None or not self._worker.is_alive(): self._start(trainer)
     params = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}  # LoRA only: cheap
     if self._jobs.full(): trainer.phase = 'waiting for coverage'
     self._jobs.put((result.step, params, dict(result.controls), batch, result.metrics))
+    result.measuring = True  # the log hook writes this step: its coverage follows as a second record
     return None  # the metrics arrive later: added to this step's metrics and logged against its step
 
 @patch
@@ -304,16 +296,18 @@ def _start(self:CoverageHook, trainer):
     import copy, queue, threading
     model = copy.deepcopy(trainer.model).requires_grad_(False)
     self._jobs = queue.Queue(maxsize=1)  # one snapshot queued while one is measured; a third step waits
-    self._worker = threading.Thread(target=self._work, args=(trainer, model, torch.get_num_threads()), daemon=True,
-                                    name='flowrl_nb-coverage')
+    self._worker = threading.Thread(target=self._work, args=(trainer, model, self._jobs, torch.get_num_threads()),
+                                    daemon=True, name='flowrl_nb-coverage')
     self._worker.start()
 
 @patch
-def _work(self:CoverageHook, trainer, model, threads:int):
+def _work(self:CoverageHook, trainer, model, jobs, threads:int):
     "The measuring thread: load each snapshot into its copy, walk it, log the metrics against their step, in order."
-    torch.set_num_threads(threads)  # the training thread's budget (this thread's own setting)
-    named = dict(model.named_parameters())
-    while (job := self._jobs.get()) is not None:
+    try:
+        torch.set_num_threads(threads)  # the training thread's budget (this thread's own setting)
+        named = dict(model.named_parameters())
+    except BaseException as e: self._error = e
+    while (job := jobs.get()) is not None:
         step, params, controls, batch, metrics = job
         try:
             if self._error is None:
@@ -324,6 +318,36 @@ def _work(self:CoverageHook, trainer, model, threads:int):
                     trainer.log.log_step(step, m)  # a second record of `step`: readers merge it into the first
                     self._landed.append((metrics, m))  # the training thread adds them to the step's metrics
         except BaseException as e: self._error = e
+        finally: jobs.task_done()
+    jobs.task_done()  # the stop sentinel
+
+@patch
+def flush(self:CoverageHook, trainer):
+    "Wait until every snapshot handed over has been measured and logged (before a checkpoint, so none is lost)."
+    if self._worker is not None:
+        trainer.phase = 'waiting for coverage'
+        self._jobs.join()
+    self._merge_landed()
+
+@patch
+def on_end(self:CoverageHook, trainer):
+    "At the end of a `train()`/`start()` call: measure what was handed over, then stop the thread (its model copy goes)."
+    import queue
+    worker, jobs, self._worker, self._jobs = self._worker, self._jobs, None, None
+    if worker is not None:
+        trainer.phase = 'waiting for coverage'
+        try: jobs.put(None); worker.join()
+        except BaseException:  # interrupted while waiting: drop the snapshots not yet measured, let the thread end
+            while True:
+                try: jobs.get_nowait()
+                except queue.Empty: break
+            jobs.put_nowait(None)
+            raise
+    self._merge_landed()
+    try: self._raise_error()
+    except RuntimeError as e:  # the run's last measurement failed: the run did not finish as asked
+        trainer.status, trainer.error = 'failed', e
+        raise
 
 @patch
 def _merge_landed(self:CoverageHook):

@@ -87,6 +87,7 @@ class StepResult:
     batch:dict|None = None # the completions table: prompts, completions, rewards, adv, lengths, extra
     controls:dict = field(default_factory=dict) # the live values the step ran with
     last:bool = False # the last step of this `train()` / `start()` call
+    measuring:bool = False # a hook measures this step in the background (its metrics follow in a later log record)
 
 class Hook:
     "A step hook: `on_step(trainer, result)` returns metrics to add to the result (or None); `on_end(trainer)` when a run call ends."
@@ -102,7 +103,7 @@ class LogHook(Hook):
     def __init__(self, logging_steps:int=1): self.logging_steps, self.held = logging_steps, None
 
     def on_step(self, trainer, result:StepResult):
-        measured = any(k.startswith(('coverage/', 'eval/')) for k in result.metrics)
+        measured = result.measuring or any(k.startswith(('coverage/', 'eval/')) for k in result.metrics)
         if result.step == 0 and not result.metrics: return None
         if result.step == 0 or measured or result.last or result.step % self.logging_steps == 0:
             trainer.log.log_step(result.step, result.metrics); self.held = None
@@ -602,6 +603,8 @@ def _rng_state(self:Trainer) -> dict:
 def save_checkpoint(self:Trainer, rng:dict|None=None) -> Path:
     "Write a checkpoint of the current step atomically and return its path (`rng`: the RNG states to store, default now)."
     from flowrl_nb.model import save_adapter_and_heads
+    for h in self.hooks:  # work handed off for steps done so far lands first (coverage measured in the background)
+        if hasattr(h, 'flush'): h.flush(self)
     path = self.run_dir / 'checkpoints' / f'step-{self.step_count:06d}'
     with atomic_dir(path) as tmp:
         save_adapter_and_heads(self.model, self.heads, tmp)
@@ -730,7 +733,7 @@ def resume(cls:Trainer, run_dir, # a run directory written by a trainer (holds c
 @patch
 def _run_loop(self:Trainer, steps, progress:bool):
     target = self.step_count + (steps if steps is not None else max(self.config.max_steps - self.step_count, 0))
-    history = []
+    history, failing = [], False
     from tqdm.auto import tqdm
     bar = tqdm(total=target - self.step_count, disable=not progress, desc=self.config.algorithm, leave=True)
     try:
@@ -752,12 +755,16 @@ def _run_loop(self:Trainer, steps, progress:bool):
         self._save_interrupted(opt_steps if 'opt_steps' in locals() else self.opt_steps)
         self.status = 'interrupted'
     except BaseException as e:
-        self.error, self.status = e, 'failed'
+        self.error, self.status, failing = e, 'failed', True
         raise
     finally:
-        for h in self.hooks: h.on_end(self)  # the log writes a step it held back
+        errors = []
+        for h in self.hooks:  # the log writes a step it held back; coverage measured in the background lands
+            try: h.on_end(self)
+            except BaseException as e: errors.append(e)
         self.phase = 'idle'
         bar.close()
+        if errors and not failing: raise errors[0]  # (an error already on its way out is not replaced)
     return history
 
 @patch

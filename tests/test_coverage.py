@@ -97,7 +97,7 @@ def test_every_leaf_matches_teacher_forcing(policy, max_len):
     assert abs(lp.exp().sum().item() - 1.0) < 1e-5
 
 
-@pytest.mark.parametrize('chunk_size', [7, 50, 4096])
+@pytest.mark.parametrize('chunk_size', [7, 64, 4096])  # 64: 4 parents per chunk, so chunks cut across prompts
 def test_prompts_walked_together_equal_one_at_a_time(policy, chunk_size):
     "Prompts of two lengths, walked together in chunks that cut across prompts, give each prompt's own walk."
     model, tok = policy
@@ -295,13 +295,29 @@ def test_background_coverage_equals_inline_and_lands_in_the_log(tmp_path):
     assert [('coverage/correct_mass' in m) for m in hist['background']] == [False, True, False, True]
     recs = [r for r in read_jsonl(runs['background'].run_dir / 'metrics.jsonl') if r['type'] == 'step']
     assert [r['step'] for r in recs].count(2) == 2   # the step's record, then its coverage when it landed
-    late = [r for r in recs if r['step'] == 2][1]
+    late = next(r for r in recs if r['step'] == 2 and 'coverage/correct_mass' in r)
     assert set(late) - {'type', 'step', 'time'} == {k for k in hist['background'][1] if k.startswith('coverage/')} | {'time/coverage'}
     run = load_run(runs['background'].run_dir)
     assert [m['step'] for m in run.metrics] == [1, 2, 3, 4]
     import threading   # train() ended: its measuring thread and that thread's copy of the policy are gone
     assert not any(t.name == 'flowrl_nb-coverage' for t in threading.enumerate()) and hook._worker is None
     assert run.series('coverage/correct_mass') == load_run(runs['inline'].run_dir).series('coverage/correct_mass')
+
+
+def test_background_checkpoints_wait_and_held_steps_are_logged(tmp_path):
+    "A checkpoint waits for the measurements handed over before it; a measured step is logged whole even between logging_steps."
+    from flowrl_nb.trainer import Trainer
+    from flowrl_nb.runlog import load_run, read_jsonl
+    tr = Trainer(FlowRLConfig(**SMALL, coverage_steps=1, output_dir=str(tmp_path / 'a')))
+    tr.train_step()                      # hands step 1's snapshot over and returns (no train(): nothing waits for it)
+    tr.save_checkpoint()
+    assert any(r.get('step') == 1 and 'coverage/correct_mass' in r for r in read_jsonl(tr.run_dir / 'metrics.jsonl'))
+    next(h for h in tr.hooks if isinstance(h, CoverageHook)).on_end(tr)
+    b = Trainer(FlowRLConfig(**SMALL, coverage_steps=2, logging_steps=3, output_dir=str(tmp_path / 'b')))
+    b.train(4, progress=False)
+    run = load_run(b.run_dir)            # step 2 (measured) and 3 (logging_steps) and 4 (the last) are logged whole
+    assert [m['step'] for m in run.metrics] == [2, 3, 4]
+    assert all('reward/mean' in m for m in run.metrics) and 'coverage/correct_mass' in run.metrics[0]
 
 
 def test_background_error_is_raised_in_the_training_thread(tmp_path, monkeypatch):
