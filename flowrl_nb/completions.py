@@ -86,6 +86,15 @@ def _products(cont:torch.Tensor, k:int) -> torch.Tensor:
 # %% ../nbs/06a_completions.ipynb #440a556f
 class _SlotLayer(DynamicLayer):
     "A KV-cache layer with room for one more token: `update` writes it in place instead of concatenating (one copy, not two)."
+    def __init__(self, keys, values, repeats:int):  # each row of keys/values `repeats` times, plus one free position
+        super().__init__()
+        B, H, L, D = keys.shape
+        for name, x in (('keys', keys), ('values', values)):
+            buf = x.new_empty(B, repeats, H, L + 1, D)
+            buf[:, :, :, :L] = x[:, None]
+            setattr(self, name, buf.view(B * repeats, H, L + 1, D))
+        self.filled, self.dtype, self.device, self.is_initialized = L, keys.dtype, keys.device, True
+
     def update(self, key_states, value_states, *args, **kwargs):
         n = key_states.shape[-2]
         self.keys[..., self.filled:self.filled + n, :] = key_states
@@ -94,17 +103,6 @@ class _SlotLayer(DynamicLayer):
         return self.keys[..., :self.filled, :], self.values[..., :self.filled, :]
 
     def get_seq_length(self) -> int: return self.filled
-
-def _slot_layer(keys, values, repeats:int) -> _SlotLayer:
-    "A cache layer holding each row of `keys`/`values` `repeats` times, with one free position the next token's forward fills."
-    layer = _SlotLayer()
-    B, H, L, D = keys.shape
-    for name, x in (('keys', keys), ('values', values)):
-        buf = x.new_empty(B, repeats, H, L + 1, D)
-        buf[:, :, :, :L] = x[:, None]
-        setattr(layer, name, buf.view(B * repeats, H, L + 1, D))
-    layer.filled, layer.dtype, layer.device, layer.is_initialized = L, keys.dtype, keys.device, True
-    return layer
 
 class _ParentsLayer(DynamicLayer):
     "A KV-cache layer of the walk's last forward: each parent's keys/values once (no copy per child), plus each child's own token."
@@ -121,7 +119,6 @@ class _ParentsLayer(DynamicLayer):
 
 def _tree_attention(module, query, key, value, attention_mask, scaling:float|None=None, **kwargs):
     "Attention of the walk: SDPA, except on a `_ParentsLayer`, where C children attend to their parent's keys and their own token."
-    import torch.nn.functional as F
     unsupported = {k: v for k, v in kwargs.items() if k in ('softcap', 's_aux', 'sinks') and v is not None}
     tree = hasattr(key, 'parent_keys')  # a `_ParentsLayer` (told by its fields: a re-run notebook cell makes a new class)
     window, length = kwargs.get('sliding_window'), key.filled + 1 if tree else key.shape[2]
@@ -131,7 +128,7 @@ def _tree_attention(module, query, key, value, attention_mask, scaling:float|Non
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     if not tree:  # the prompt (causal, no padding) and the levels that are parents themselves
         causal = query.shape[2] > 1
-        out = F.scaled_dot_product_attention(query, key, value, is_causal=causal, scale=scale,
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, is_causal=causal, scale=scale,
                                              enable_gqa=query.shape[1] != key.shape[1])
         return out.transpose(1, 2).contiguous(), None
     Kp, Vp, C = key.parent_keys, key.parent_values, key.children  # (P, Hkv, L, D): P parents, C children each
@@ -161,7 +158,7 @@ def _tree_attention_on(model):
 def _expand_cache(cache, start:int, stop:int, repeats:int, last:bool=False):
     "A cache for the children of rows start..stop of `cache`, `repeats` each: copied rows, or (`last`: no grandchildren) shared ones."
     if last: return Cache(layers=[_ParentsLayer(l.keys[start:stop], l.values[start:stop], repeats) for l in cache.layers])
-    return Cache(layers=[_slot_layer(l.keys[start:stop], l.values[start:stop], repeats) for l in cache.layers])
+    return Cache(layers=[_SlotLayer(l.keys[start:stop], l.values[start:stop], repeats) for l in cache.layers])
 
 def _walk_group(model, prompts:list, space:CompletionSpace, temperature:float, chunk_size:int) -> torch.Tensor:
     "(G, N) log π of every leaf for G prompts of the same length, walked together: row g·C^d + i of depth d is prefix i of prompt g."

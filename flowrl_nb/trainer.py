@@ -93,6 +93,7 @@ class Hook:
     "A step hook: `on_step(trainer, result)` returns metrics to add to the result (or None); `on_end(trainer)` when a run call ends."
     def on_step(self, trainer, result:StepResult) -> dict|None: return None
     def on_end(self, trainer) -> None: pass
+    def flush(self, trainer) -> None: "Finish work handed off for the steps done so far (called before each checkpoint)."
     def expected_metrics(self, trainer) -> tuple:
         "Metric names it will add during this run (the dashboard lays out its charts with them before they arrive)."
         return ()
@@ -604,7 +605,7 @@ def save_checkpoint(self:Trainer, rng:dict|None=None) -> Path:
     "Write a checkpoint of the current step atomically and return its path (`rng`: the RNG states to store, default now)."
     from flowrl_nb.model import save_adapter_and_heads
     for h in self.hooks:  # work handed off for steps done so far lands first (coverage measured in the background)
-        if hasattr(h, 'flush'): h.flush(self)
+        if hasattr(h, 'flush'): h.flush(self)  # (a hook need not subclass Hook)
     path = self.run_dir / 'checkpoints' / f'step-{self.step_count:06d}'
     with atomic_dir(path) as tmp:
         save_adapter_and_heads(self.model, self.heads, tmp)
