@@ -51,6 +51,7 @@ class Algorithm:
     name:str = None # the `FlowRLConfig.algorithm` value that selects it
     controls:tuple = ('learning_rate', 'temperature') # live controls it reads, in display order
     metrics:tuple = ('final_loss',) # metric names its loss returns (logged as `actor/<name>`)
+    settings:tuple = () # config fields that shape its objective (a report shows them beside the run)
 
     def __init__(self, config:FlowRLConfig): self.config = config
     def heads(self, model) -> dict: return {}
@@ -88,6 +89,7 @@ def make_algorithm(config:FlowRLConfig) -> Algorithm:
 class FlowRL(Algorithm):
     "FlowRL (Zhu et al., 2025): trajectory balance between π_θ and π_ref·exp(β·r̂), with a learned log Z_φ(x)."
     name = 'flowrl'
+    settings = ('beta', 'z_learning_rate', 'reward_form', 'length_norm', 'is_mode')
     controls = ('beta', 'z_learning_rate', 'learning_rate', 'is_mode', 'is_cap', 'epsilon', 'epsilon_high', 'temperature')
     metrics = ('final_loss', 'log_z', 'delta_abs', 'log_reward', 'importance_weight', 'importance_weight_raw',
                'clip_frac_low', 'clip_frac_high', 'log_prob', 'old_log_prob', 'ref_log_prob', 'ppo_kl', 'ref_kl')
@@ -118,6 +120,7 @@ class FlowRL(Algorithm):
 class GRPO(Algorithm):
     "GRPO (Shao et al., 2024): PPO-clip on the group-normalised reward, no critic."
     name = 'grpo'
+    settings = ('kl_coef', 'epsilon', 'epsilon_high', 'loss_agg')
     controls = ('learning_rate', 'epsilon', 'epsilon_high', 'temperature')
     metrics = ('final_loss', 'importance_weight', 'clip_frac_low', 'clip_frac_high', 'log_prob', 'old_log_prob',
                'ppo_kl', 'ref_kl', 'kl_penalty')
@@ -134,6 +137,7 @@ class GRPO(Algorithm):
 class ReinforcePP(Algorithm):
     "REINFORCE++ (Hu, 2025): PPO-clip on batch-normalised, KL-penalised returns, no critic."
     name = 'reinforce_pp'
+    settings = ('reinforce_pp_kl_coef', 'epsilon', 'epsilon_high', 'loss_agg')
     controls = ('learning_rate', 'epsilon', 'epsilon_high', 'temperature')
     metrics = ('final_loss', 'importance_weight', 'clip_frac_low', 'clip_frac_high', 'log_prob', 'old_log_prob', 'ppo_kl')
 

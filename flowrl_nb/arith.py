@@ -172,3 +172,14 @@ def reward(self:ArithTask):
         from flowrl_nb.math_reward import MathReward
         self._reward = MathReward(incorrect=self.incorrect, answer_format=self.answer_format)
     return self._reward
+
+# %% ../nbs/04a_arith.ipynb #ab4a97df
+@patch
+def describe(self:ArithTask) -> str:
+    "The task in two sentences, for reports: what a problem looks like, what is rewarded, the held-out split."
+    names = {'+': '+', '-': '−', '*': '×'}
+    ops = ', '.join(names[o] for o in self.ops)
+    return (f'Arithmetic word problems: {self.num_problems} training problems with {self.num_ops} operation(s) from '
+            f'{ops} on numbers up to {self.max_number}, asked in words and answered with one number; reward 1 when the '
+            f'last number of the answer is right, {self.incorrect:g} otherwise. {self.num_heldout} held-out problems never '
+            f'repeat a training problem\'s arithmetic.')

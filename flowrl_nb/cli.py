@@ -8,8 +8,8 @@ import argparse, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['EXIT_SIGNAL', 'PRESET_NAMES', 'build_config', 'cmd_train', 'cmd_compare', 'cmd_demo', 'cmd_sweep', 'cmd_plan',
-           'make_parser', 'main']
+__all__ = ['EXIT_SIGNAL', 'build_config', 'cmd_train', 'cmd_compare', 'cmd_demo', 'cmd_sweep', 'cmd_plan', 'cmd_config',
+           'fields_help', 'make_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #a3f3df17
 def build_config(config_path=None, sets=(), base=None, preset=None):
@@ -60,6 +60,18 @@ class _StopOnSignal:
         import signal
         for s, h in self.old.items(): signal.signal(s, h)
 
+def _new_trainer(cfg):
+    "A `Trainer` for `cfg`; a previous run set aside from its directory is told as a note with the command that continues it."
+    import warnings
+    from flowrl_nb.trainer import RunSetAside, Trainer
+    with warnings.catch_warnings(record=True) as caught: trainer = Trainer(cfg)
+    for w in caught:
+        if issubclass(w.category, RunSetAside):
+            print(f'note: {w.message.run_dir} already held a run; it was moved to {w.message.moved_to} so that this run starts '
+                  f'clean (to continue that one: flowrl_nb train --resume {w.message.moved_to})', file=sys.stderr, flush=True)
+        else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return trainer
+
 def cmd_train(args):
     "Train with a config; print the run directory first and a one-line summary last; exit 130/143 after SIGINT/SIGTERM."
     from flowrl_nb.trainer import Trainer
@@ -67,8 +79,7 @@ def cmd_train(args):
         trainer = Trainer.resume(args.resume)
         print(f'resuming {trainer.run_dir} from step {trainer.step_count}', flush=True)
     else:
-        cfg = build_config(args.config, args.set or (), preset=args.preset)
-        trainer = Trainer(cfg)
+        trainer = _new_trainer(build_config(args.config, args.set or (), preset=args.preset))
         print(f'run directory: {trainer.run_dir}', flush=True)
     t0 = time.time()
     with _StopOnSignal(trainer) as sig: hist = trainer.train(args.steps)
@@ -90,8 +101,12 @@ def _run_compare(cfg, args) -> int:
     print(f'comparing {", ".join(args.algos)} for {args.steps or cfg.max_steps} steps each; output in {out}', flush=True)
     t0 = time.time()
     res = compare(cfg, algorithms=tuple(args.algos), steps=args.steps, out_dir=out, workers=args.workers)
-    print(res.table(), flush=True)
-    print(f'done in {time.time() - t0:.0f}s: {out / "summary.json"}, {out / "report.html"}', flush=True)
+    from flowrl_nb.experiments import text_table, verdict
+    summary = res.summary
+    print('\n' + '\n'.join(f'* {s}' for s in verdict(summary)).replace('`', '') + '\n', flush=True)
+    print(text_table(summary) + '\n', flush=True)
+    print(f'done in {time.time() - t0:.0f}s. The report, with what each column means and the curves: {out / "report.html"} '
+          f'(numbers: {out / "summary.json"})', flush=True)
     return 0
 
 def cmd_compare(args):
@@ -137,6 +152,12 @@ def cmd_plan(args):
     if '1.5B' in plan.model: print(f'for comparison: {UNSLOTH_REFERENCE}')
     return 0
 
+# %% ../nbs/10_cli.ipynb #0a2f1dd8
+def cmd_config(args):
+    "Print a config as commented YAML (every field, its value, its meaning)."
+    print(build_config(args.config, args.set or (), preset=args.preset).to_yaml_commented(), end='')
+    return 0
+
 # %% ../nbs/10_cli.ipynb #fee01175
 def _positive_int(s:str) -> int:
     "argparse type: a whole number >= 1, with a message that says so."
@@ -145,29 +166,79 @@ def _positive_int(s:str) -> int:
     if v is None or v < 1: raise argparse.ArgumentTypeError(f'must be a whole number >= 1, got {s!r}')
     return v
 
-PRESET_NAMES = 'smollm2-arith (SmolLM2-135M-Instruct on arithmetic word problems)'  # = flowrl_nb.config.PRESETS (the CLI starts light)
+def fields_help(width:int=110) -> str:
+    "Every config field by section, `name = default  meaning`, wrapped to `width` columns: the list `--help` ends with."
+    import textwrap, yaml
+    from flowrl_nb.config import field_docs
+    out, section = ['config fields (--set KEY=VALUE, or in a --config YAML file; `flowrl_nb config` prints them all as one):'], None
+    for sec, name, default, doc in field_docs():
+        if sec != section: out.append(f'  {sec}:'); section = sec
+        value = yaml.safe_dump(default, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()
+        out.append(textwrap.fill(doc, width, initial_indent=f'    {name} = {value}  ', subsequent_indent=' ' * 8))
+    return '\n'.join(out)
+
+_EXAMPLES = dict(
+    train="""examples:
+  flowrl_nb train                                   FlowRL on the built-in tiny model and digit-sum task (CPU, ~1 min)
+  flowrl_nb train --set algorithm=grpo --set max_steps=50
+  flowrl_nb train --set beta=5 --set reward_form=raw --set length_norm=sum   exact trajectory balance
+  flowrl_nb train --preset smollm2-arith            a real 135M model on arithmetic word problems (CPU, ~25 min)
+  flowrl_nb config > my.yaml; flowrl_nb train --config my.yaml    every field in one editable file
+  flowrl_nb train --resume runs/flowrl-20261207-101500-000000     continue a run from its last checkpoint""",
+    compare="""examples:
+  flowrl_nb compare --out runs/cmp                  FlowRL, GRPO and REINFORCE++ on the defaults
+  flowrl_nb compare --algos flowrl grpo --set beta=5 --steps 200 --out runs/b5
+  flowrl_nb compare --config my.yaml --out runs/mine""",
+    demo="""examples:
+  flowrl_nb demo                                    the README's demo: runs/demo/report.html (~2-3 min on 2 cores)
+  flowrl_nb demo --steps 300 --out runs/long""",
+    sweep="""examples:
+  flowrl_nb sweep                                   FlowRL at beta 1,3,5,10,15 next to GRPO and REINFORCE++
+  flowrl_nb sweep --param learning_rate --values 3e-4,1e-3,3e-3 --algos flowrl grpo --refs
+  flowrl_nb sweep --param seed --values 0,1,2,3,4 --algos flowrl grpo reinforce_pp --refs   seeds: the spread of a result""",
+    config="""examples:
+  flowrl_nb config > my.yaml                        the defaults, every field commented
+  flowrl_nb config --preset smollm2-arith --set max_steps=10 > smol.yaml""",
+)
 
 def make_parser():
     from flowrl_nb import __version__
-    p = argparse.ArgumentParser(prog='flowrl_nb', description='FlowRL, GRPO and REINFORCE++ for LLMs, from notebooks or the shell.')
+    from flowrl_nb.config import ALGORITHMS, PRESETS, PRESET_DESCRIPTIONS
+    presets = '; '.join(f'{k} ({PRESET_DESCRIPTIONS[k]})' for k in PRESETS)
+    fmt = argparse.RawDescriptionHelpFormatter
+    def command(name, help_, description, fields=True):
+        epilog = _EXAMPLES.get(name, '') + ('\n\n' + fields_help() if fields else '')
+        import textwrap
+        return sub.add_parser(name, help=help_, description=textwrap.fill(description, 110), epilog=epilog, formatter_class=fmt)
+    p = argparse.ArgumentParser(prog='flowrl_nb', formatter_class=fmt,
+                                description='FlowRL, GRPO and REINFORCE++ for LLMs, from notebooks or the shell. '
+                                            '`flowrl_nb COMMAND --help` shows a command\'s examples and the config fields.')
     p.add_argument('--version', action='version', version=f'flowrl_nb {__version__}')
-    sub = p.add_subparsers(dest='command', required=True)
-    t = sub.add_parser('train', help='train a policy (default: the built-in tiny model on the digit-sum task, on CPU)')
-    t.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields')
-    t.add_argument('--preset', help=f'a named config instead of --config: {PRESET_NAMES}')
-    t.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable)')
+    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    t = command('train', 'train a policy (default: FlowRL on the built-in tiny model and digit-sum task, on CPU)',
+                'Train one run: a config (the defaults, a YAML file, or a preset) with --set overrides. It prints the run '
+                'directory first (config.yaml, metrics.jsonl, checkpoints/) and a summary last; Ctrl-C stops after the '
+                'current step with a checkpoint that --resume continues.')
+    t.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields (write one with `flowrl_nb config`)')
+    t.add_argument('--preset', help=f'a named config instead of --config: {presets}')
+    t.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable; the fields are listed below)')
     t.add_argument('--steps', type=_positive_int, help='number of steps to run (default: up to max_steps)')
     t.add_argument('--resume', metavar='RUN_DIR', help='continue a run from its last checkpoint')
     t.set_defaults(func=cmd_train)
-    algos = ('flowrl', 'grpo', 'reinforce_pp')  # = flowrl_nb.config.ALGORITHMS (not imported: the CLI starts light)
-    for name, func, help_ in (('compare', cmd_compare, 'train several algorithms from the same start and compare their exact coverage'),
-                              ('demo', cmd_demo, 'the main demo: compare FlowRL, GRPO and REINFORCE++ on the built-in tiny model (CPU)')):
-        c = sub.add_parser(name, help=help_)
+    for name, func, help_, desc in (
+            ('compare', cmd_compare, 'train several algorithms from the same start and compare their exact coverage',
+             'Train the chosen algorithms from the same model, seed and prompts, measure how much of FlowRL\'s target '
+             'distribution each keeps (exactly, on the built-in task), and write DIR/summary.json, DIR/report.html and '
+             'one run directory per algorithm under DIR/runs/.'),
+            ('demo', cmd_demo, 'the main demo: compare FlowRL, GRPO and REINFORCE++ on the built-in tiny model (CPU)',
+             '`compare` with the demo\'s defaults (90 steps each, exact coverage every 30) into runs/demo: prints the '
+             'verdict and the summary table, and writes runs/demo/report.html.')):
+        c = command(name, help_, desc)
         c.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields' + (' (replaces the demo defaults)' if name == 'demo' else ''))
         c.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable)')
-        if name == 'compare': c.add_argument('--preset', help=f'a named config instead of --config: {PRESET_NAMES}')
-        c.add_argument('--algos', nargs='+', choices=algos, default=list(algos), metavar='ALGO',
-                       help=f'algorithms to run, from {", ".join(algos)} (default: all)')
+        if name == 'compare': c.add_argument('--preset', help=f'a named config instead of --config: {presets}')
+        c.add_argument('--algos', nargs='+', choices=ALGORITHMS, default=list(ALGORITHMS), metavar='ALGO',
+                       help=f'algorithms to run, from {", ".join(ALGORITHMS)} (default: all)')
         c.add_argument('--steps', type=_positive_int, help='steps per algorithm (default: the config\'s max_steps)')
         c.add_argument('--threads', type=int, default=1 if name == 'demo' else None,
                        help='torch CPU threads' + (' (default 1: fastest and steadiest for the tiny model on a shared CPU)'
@@ -176,28 +247,38 @@ def make_parser():
         c.add_argument('--out', required=name == 'compare', default='runs/demo' if name == 'demo' else None,
                        help='output directory for summary.json, report.html and the runs' + (' (default: runs/demo)' if name == 'demo' else ''))
         c.set_defaults(func=func)
-    w = sub.add_parser('sweep', help='sweep one config field (default: FlowRL\'s beta over 1,3,5,10,15) next to GRPO and REINFORCE++')
+    w = command('sweep', 'sweep one config field (default: FlowRL\'s beta over 1,3,5,10,15) next to GRPO and REINFORCE++',
+                'Train one run per value of one config field (--param, any field listed below) for each of --algos, plus '
+                'the --refs algorithms once at the base config, all from the same start; write sweep.json, sweep.html (where '
+                'each run lands between "correct" and "diverse") and the comparison into --out.')
     w.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields (replaces the demo defaults)')
     w.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one fixed config field (repeatable)')
-    w.add_argument('--preset', help=f'a named config instead of --config: {PRESET_NAMES}')
+    w.add_argument('--preset', help=f'a named config instead of --config: {presets}')
     w.add_argument('--param', default='beta', help='the config field to sweep (default: beta)')
     w.add_argument('--values', default='1,3,5,10,15', help='comma-separated values of --param (default: 1,3,5,10,15)')
-    w.add_argument('--algos', nargs='+', choices=algos, default=['flowrl'], metavar='ALGO',
-                   help=f'algorithms swept over the values, from {", ".join(algos)} (default: flowrl)')
-    w.add_argument('--refs', nargs='*', choices=algos, default=['grpo', 'reinforce_pp'], metavar='ALGO',
+    w.add_argument('--algos', nargs='+', choices=ALGORITHMS, default=['flowrl'], metavar='ALGO',
+                   help=f'algorithms swept over the values, from {", ".join(ALGORITHMS)} (default: flowrl)')
+    w.add_argument('--refs', nargs='*', choices=ALGORITHMS, default=['grpo', 'reinforce_pp'], metavar='ALGO',
                    help='reference algorithms run once at the base config (default: grpo reinforce_pp; --refs alone: none)')
     w.add_argument('--steps', type=_positive_int, help='steps per run (default: the config\'s max_steps)')
     w.add_argument('--threads', type=int, default=1, help='torch CPU threads per process (default 1)')
     w.add_argument('--workers', type=int, help='runs trained side by side (default: one per CPU core on CPU, 1 on a GPU)')
     w.add_argument('--out', default='runs/sweep', help='output directory (default: runs/sweep)')
     w.set_defaults(func=cmd_sweep)
-    pl = sub.add_parser('plan', help='the GPU memory a run needs, part by part, and the largest batch that fits (loads no weights)',
-                        description='Print the memory plan of a run: base weights, LoRA adapters and their AdamW state, the Z head, '
-                                    'activations and logits of an update, the no-grad log-prob passes, the rollout KV cache or '
-                                    "vLLM's share. Example: flowrl_nb plan --model Qwen/Qwen2.5-7B-Instruct --set quantization=4bit "
-                                    '--set rollout_engine=vllm --set max_completion_length=512 --gpu-gib 24')
+    k = command('config', 'print a complete config file: every field, its value and its meaning (the defaults, a preset, a file)',
+                'Print a config as YAML with every field commented: the defaults, or --preset / --config, with --set '
+                'overrides. Redirect it to a file, edit it, and train with `flowrl_nb train --config FILE`.')
+    k.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields to start from')
+    k.add_argument('--preset', help=f'a named config to start from: {presets}')
+    k.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable)')
+    k.set_defaults(func=cmd_config)
+    pl = command('plan', 'the GPU memory a run needs, part by part, and the largest batch that fits (loads no weights)',
+                 'Print the memory plan of a run: base weights, LoRA adapters and their AdamW state, the Z head, '
+                 'activations and logits of an update, the no-grad log-prob passes, the rollout KV cache or '
+                 "vLLM's share. Example: flowrl_nb plan --model Qwen/Qwen2.5-7B-Instruct --set quantization=4bit "
+                 '--set rollout_engine=vllm --set max_completion_length=512 --gpu-gib 24')
     pl.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields')
-    pl.add_argument('--preset', help=f'a named config instead of --config: {PRESET_NAMES}')
+    pl.add_argument('--preset', help=f'a named config instead of --config: {presets}')
     pl.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable)')
     pl.add_argument('--model', help="another model's shape: a folder, a config.json, a hub id, or Qwen/Qwen2.5-1.5B-Instruct / -7B-Instruct")
     pl.add_argument('--gpu-gib', type=float, default=24.0, help='the device memory in GiB (default 24)')

@@ -16,7 +16,7 @@ from .core import atomic_write_text, check_choice, did_you_mean
 __all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'REF_FORWARDS', 'WARMUP_UNITS',
            'COVERAGE_MODES', 'REWARD_FORMS', 'LENGTH_NORMS', 'ROLLOUT_ENGINES', 'VLLM_DTYPES', 'AUTO', 'VLLM_TIS_CAP',
            'REWARDS', 'TASK_NAMES', 'LORA_TARGETS', 'LIVE_FIELDS', 'FIELD_CHECKS', 'VLLM_DEFAULTS', 'CROSS_CHECKS',
-           'FIELD_NAMES', 'PRESETS', 'FlowRLConfig']
+           'FIELD_NAMES', 'PRESETS', 'PRESET_DESCRIPTIONS', 'FlowRLConfig', 'field_docs']
 
 # %% ../nbs/01_config.ipynb #04d854b6
 ALGORITHMS = ('flowrl', 'grpo', 'reinforce_pp')
@@ -405,6 +405,34 @@ def to_yaml(self:FlowRLConfig, path=None) -> str: # if given, the YAML is also w
     if path is not None: atomic_write_text(path, text)
     return text
 
+# %% ../nbs/01_config.ipynb #31145a25
+def field_docs() -> list:
+    "(section, field, default, meaning) for every field of `FlowRLConfig`, in order, from its source: section comments and field comments."
+    import inspect, flowrl_nb.config as module  # the exported module's source (a notebook's kernel has none of its own)
+    defaults, out, section = FlowRLConfig().to_dict(), [], 'algorithm'
+    for line in inspect.getsource(module.FlowRLConfig).splitlines()[2:]:
+        s = line.strip()
+        if s.startswith(('def ', '@')): break
+        if s.startswith('# '): section = s[2:]; continue
+        m = re.match(r'(\w+)\s*:', s)
+        if m and m[1] in defaults: out.append((section, m[1], defaults[m[1]], s.split(' # ', 1)[1].strip() if ' # ' in s else ''))
+    return out
+
+def _yaml_value(k, v) -> str:
+    "One `key: value` line (a list in flow style)."
+    text = yaml.safe_dump(v, default_flow_style=True, allow_unicode=True, width=10**6).strip()
+    return f'{k}: {text.removesuffix("...").strip()}'
+
+@patch
+def to_yaml_commented(self:FlowRLConfig) -> str:
+    "This config as YAML with every field's meaning as a comment and the class's sections as headings (loads back equal)."
+    lines, section = ['# flowrl_nb config: every FlowRLConfig field, its value and its meaning.',
+                      '# Train with it: flowrl_nb train --config this.yaml (--set key=value overrides one field).'], None
+    for sec, name, _, doc in field_docs():
+        if sec != section: lines += ['', f'# --- {sec}']; section = sec
+        lines.append(f'{_yaml_value(name, getattr(self, name))}  # {doc}' if doc else _yaml_value(name, getattr(self, name)))
+    return '\n'.join(lines) + '\n'
+
 # %% ../nbs/01_config.ipynb #3df3392a
 PRESETS = {  # name -> the fields it sets (everything else keeps its default)
     'smollm2-arith': dict(
@@ -413,6 +441,9 @@ PRESETS = {  # name -> the fields it sets (everything else keeps its default)
         prompts_per_step=4, num_generations=8, num_mini_batches=2, max_steps=30,  # 32 sequences per generate call: see the notes
         max_prompt_length=128, max_completion_length=48, temperature=0.7,
         eval_file='task', eval_steps=10, eval_n=4, eval_limit=32, save_steps=10, coverage_steps=0),
+}
+PRESET_DESCRIPTIONS = {  # name -> what it is, in a few words (the CLI's help lists them)
+    'smollm2-arith': 'SmolLM2-135M-Instruct learning arithmetic word problems, on CPU',
 }
 
 @patch(cls_method=True)

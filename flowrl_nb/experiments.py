@@ -13,9 +13,10 @@ from .config import ALGORITHMS, FlowRLConfig
 from .charts import distribution_figure, metrics_figure, tradeoff_figure
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TABLE_COLUMNS', 'DEMO_OVERRIDES', 'Comparison', 'summarize', 'fmt_cell', 'markdown_table',
-           'html_table', 'target_note', 'summary_table', 'algorithm_names', 'run_dir_name', 'default_workers',
-           'compare', 'report_html', 'html_page', 'demo_config']
+__all__ = ['SUMMARY_COLUMNS', 'COLUMNS', 'TABLE_COLUMNS', 'TARGET_ROW', 'SHARED_SETTINGS', 'DEMO_OVERRIDES', 'Comparison',
+           'summarize', 'fmt_cell', 'markdown_table', 'html_table', 'target_note', 'summary_table', 'text_table',
+           'verdict', 'algorithm_names', 'run_dir_name', 'default_workers', 'compare', 'run_settings', 'report_html',
+           'html_page', 'demo_config']
 
 # %% ../nbs/12_experiments.ipynb #f6e9a4bb
 @dataclass
@@ -33,7 +34,7 @@ class Comparison:
 
 # %% ../nbs/12_experiments.ipynb #75204aa9
 SUMMARY_COLUMNS = {  # summary column -> the metric it reads at the last measurement
-    'expected_reward': 'coverage/expected_reward', 'valid_mass': 'coverage/correct_mass',
+    'expected_reward': 'coverage/expected_reward', 'correct_mass': 'coverage/correct_mass',
     'kl_pi_target_inf': 'coverage/kl_pi_target_inf', 'kl_target_pi_inf': 'coverage/kl_target_pi_inf',
     'modes_covered': 'coverage/modes_covered', 'modes_covered_correct': 'coverage/modes_covered_correct',
     'effective_modes': 'coverage/effective_modes', 'prompts_solved_frac': 'coverage/prompts_solved_frac',
@@ -49,13 +50,17 @@ def _last(history:list, key:str):
 def summarize(histories:dict, # name -> list of metric dicts with 'step'
               runs:dict|None=None, # name -> overrides (copied into the summary)
               seconds:dict|None=None, # name -> wall seconds
+              config:FlowRLConfig|None=None, # the base config (each run's algorithm and seed: its override, else this)
              ) -> dict:
-    "The summary: per run its final reward and exact coverage numbers, plus `start` (step 0) and the target's modes."
+    "The summary: per run its algorithm, seed, final reward and exact coverage numbers, plus `start` (step 0) and the target's modes."
     out = {'runs': {}, 'start': None, 'target_effective_modes': None}
     for name, hist in histories.items():
         steps = [m for m in hist if m.get('step', 0) > 0 and m.get('reward/mean') is not None]
         tail = steps[-max(1, len(steps) // 10):] if steps else []
-        row = {'overrides': (runs or {}).get(name, {}), 'steps': steps[-1]['step'] if steps else 0,
+        overrides = (runs or {}).get(name, {})
+        base = {k: getattr(config, k) if config is not None else None for k in ('algorithm', 'seed')}
+        row = {**base, **{k: overrides[k] for k in base if k in overrides}, 'overrides': overrides,
+               'steps': steps[-1]['step'] if steps else 0,
                'seconds': round(seconds[name], 1) if seconds and name in seconds else None,
                'reward_mean': sum(m['reward/mean'] for m in tail) / len(tail) if tail else None}
         row.update({col: _last(hist, key) for col, key in SUMMARY_COLUMNS.items()})
@@ -69,36 +74,73 @@ def summarize(histories:dict, # name -> list of metric dicts with 'step'
 @patch(as_prop=True)
 def summary(self:Comparison) -> dict:
     "`summarize` of this comparison."
-    return summarize(self.histories, self.runs, self.seconds)
+    return summarize(self.histories, self.runs, self.seconds, self.config)
 
 # %% ../nbs/12_experiments.ipynb #a8082fc9
-TABLE_COLUMNS = ('reward_mean', 'valid_mass', 'kl_pi_target_inf', 'kl_target_pi_inf', 'modes_covered',
-                 'modes_covered_correct', 'effective_modes', 'prompts_solved_frac')
+COLUMNS = {  # summary column -> (short label, format, what it means): the headers and glossary of every table and report
+    'correct_mass': ('correct mass V', '.3f', 'probability that the policy writes a correct answer, summed over every completion it can write'),
+    'kl_pi_target_inf': ('KL(π_C‖p*)', '.2f', 'KL(π_C ‖ p*_∞): how far the shape of the policy\'s correct answers is from the target\'s; '
+                         '0 = the correct answers in the target\'s proportions, larger = concentrated on fewer of them'),
+    'kl_target_pi_inf': ('KL(p*‖π_C)', '.2f', 'KL(p*_∞ ‖ π_C), the other direction: large when correct answers the target likes get '
+                         'almost no probability (modes lost)'),
+    'effective_modes': ('effective modes', '.1f', 'exp of the entropy of π_C, averaged over prompts: how many correct answers the policy '
+                        'effectively spreads over'),
+    'modes_covered_correct': ('modes kept', '.2f', 'fraction of the correct answers that keep at least 10 % of their target probability '
+                              'under π_C (1 = none lost)'),
+    'prompts_solved_frac': ('prompts solved', '.2f', 'fraction of prompts whose correct mass is above 0.5'),
+    'reward_mean': ('sampled reward', '.3f', 'mean training reward over the last 10 % of steps (sampled, so noisy: the one number here '
+                    'that is not exact)'),
+    'modes_covered': ('modes kept (π)', '.2f', 'modes kept measured on π itself rather than π_C: low whenever the correct mass is low'),
+    'expected_reward': ('expected reward', '.3f', 'exact expected reward of the policy'),
+    'effective_modes_solved': ('effective modes (solved)', '.1f', 'effective modes over the solved prompts only'),
+    'kl_pi_target': ('KL(π‖p*_β)', '.2f', 'KL from the policy to the target at the run\'s own β'),
+    'kl_target_pi': ('KL(p*_β‖π)', '.2f', 'KL from the target at the run\'s own β to the policy'),
+}
+TABLE_COLUMNS = ('correct_mass', 'kl_pi_target_inf', 'kl_target_pi_inf', 'effective_modes', 'modes_covered_correct',
+                 'prompts_solved_frac', 'reward_mean')
+TARGET_ROW = {'kl_pi_target_inf': 0.0, 'kl_target_pi_inf': 0.0, 'modes_covered_correct': 1.0}  # p*_∞ scored against itself
 
 def fmt_cell(v, # a table value: number, string or None
+             fmt:str='.3f', # the format of a float
             ) -> str:
-    "A table cell: '—' for a missing or NaN value, three decimals for a float."
+    "A table cell: '—' for a missing or NaN value, `fmt` for a float."
     if v is None or (isinstance(v, float) and math.isnan(v)): return '—'
-    return f'{v:.3f}' if isinstance(v, float) else str(v)
+    return format(v, fmt) if isinstance(v, float) else str(v)
 
 def markdown_table(header:list, # column names
                    rows:list, # one list of values per row (formatted with `fmt_cell`)
+                   fmts:list|None=None, # a float format per column (default '.3f')
                   ) -> str:
     "A Markdown table."
+    fmts = fmts or ['.3f'] * len(header)
     return '\n'.join(['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-                     + ['| ' + ' | '.join(fmt_cell(v) for v in r) + ' |' for r in rows])
+                     + ['| ' + ' | '.join(fmt_cell(v, f) for v, f in zip(r, fmts)) + ' |' for r in rows])
 
 def html_table(header:list, # column names
                rows:list, # one list of values per row (formatted with `fmt_cell`, escaped)
+               fmts:list|None=None, # a float format per column (default '.3f')
+               titles:list|None=None, # a tooltip per column header (e.g. what it means)
               ) -> str:
-    "An HTML table."
-    cells = lambda tag, vs: ''.join(f'<{tag}>{html.escape(fmt_cell(v))}</{tag}>' for v in vs)
-    return f'<table><tr>{cells("th", header)}</tr>' + ''.join(f'<tr>{cells("td", r)}</tr>' for r in rows) + '</table>'
+    "An HTML table (in a box that scrolls sideways rather than overflowing the page); numbers right-aligned, text left."
+    fmts, titles = fmts or ['.3f'] * len(header), titles or [''] * len(header)
+    head = ''.join(f'<th title="{html.escape(t)}">{html.escape(h)}</th>' for h, t in zip(header, titles))
+    td = lambda v, f: f'<td{"" if isinstance(v, (int, float)) or v is None else " class=t"}>{html.escape(fmt_cell(v, f))}</td>'
+    body = ''.join('<tr>' + ''.join(td(v, f) for v, f in zip(r, fmts)) + '</tr>' for r in rows)
+    return f'<div class="table"><table><tr>{head}</tr>{body}</table></div>'
 
-def _summary_rows(summary:dict, columns) -> tuple:
-    rows = [['start (reference)', 0] + [summary['start'].get(c) for c in columns]] if summary.get('start') else []
-    rows += [[n, r['steps']] + [r.get(c) for c in columns] for n, r in summary['runs'].items()]
-    return ['run', 'steps', *columns], rows
+def _summary_rows(summary:dict, columns, labels:bool=True) -> tuple:
+    "(header, rows, formats): the target p*_∞, the initial policy, then each run; an algorithm column when names do not say it."
+    runs = summary['runs']
+    algo = any(r.get('algorithm') not in (None, n) for n, r in runs.items())
+    lead = ['run'] + (['algorithm'] if algo else []) + ['steps']
+    rows = []
+    if summary.get('target_effective_modes'):
+        t = dict(TARGET_ROW, effective_modes=summary['target_effective_modes'])
+        rows.append(['target p*_∞'] + ([''] if algo else []) + [''] + [t.get(c) for c in columns])
+    if summary.get('start'): rows.append(['start (reference)'] + ([''] if algo else []) + [0] + [summary['start'].get(c) for c in columns])
+    rows += [[n] + ([r.get('algorithm')] if algo else []) + [r['steps']] + [r.get(c) for c in columns] for n, r in runs.items()]
+    header = lead + [COLUMNS[c][0] if labels and c in COLUMNS else c for c in columns]
+    return header, rows, ['.3f'] * len(lead) + [COLUMNS[c][1] if c in COLUMNS else '.3f' for c in columns]
 
 def target_note(summary:dict, # from `summarize` (or a sweep's summary)
                ) -> str:
@@ -109,8 +151,20 @@ def target_note(summary:dict, # from `summarize` (or a sweep's summary)
 def summary_table(summary:dict, # from `summarize`
                   columns=TABLE_COLUMNS, # which summary columns, in order
                  ) -> str:
-    "The summary as a Markdown table: the initial policy, then one row per run."
-    return markdown_table(*_summary_rows(summary, columns)) + target_note(summary)
+    "The summary as a Markdown table: the target, the initial policy, then one row per run."
+    return markdown_table(*_summary_rows(summary, columns))
+
+def text_table(summary:dict, # from `summarize`
+               columns=TABLE_COLUMNS, # which summary columns, in order
+              ) -> str:
+    "The summary as a plain-text table for a terminal: aligned columns, each label on up to two lines."
+    header, rows, fmts = _summary_rows(summary, columns)
+    cells = [[fmt_cell(v, f) if v != '' else '' for v, f in zip(r, fmts)] for r in rows]
+    split = [h.split(' ', 1) if ' ' in h and not h.startswith('KL') else ['', h] for h in header]
+    width = [max([len(a), len(b)] + [len(r[i]) for r in cells]) for i, (a, b) in enumerate(split)]
+    line = lambda vs: '  '.join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(vs, width))).rstrip()
+    return '\n'.join([line([a for a, _ in split]), line([b for _, b in split]), line(['-' * w for w in width])]
+                     + [line(r) for r in cells])
 
 @patch
 def table(self:Comparison, columns=TABLE_COLUMNS, # which summary columns, in order
@@ -120,6 +174,43 @@ def table(self:Comparison, columns=TABLE_COLUMNS, # which summary columns, in or
 
 @patch
 def _repr_markdown_(self:Comparison): return self.table()
+
+# %% ../nbs/12_experiments.ipynb #c168609a
+def verdict(summary:dict, # from `summarize`
+            close:float=0.05, # correct masses at most this far apart count as "as correct"
+           ) -> list:
+    "What the runs show, in sentences: closest to the target, most often correct, the trade-off, each FlowRL run against the reward maximisers."
+    runs = {n: r for n, r in summary['runs'].items() if r.get('correct_mass') is not None and r.get('kl_pi_target_inf') is not None}
+    if not runs:
+        return ['No run has an exact coverage measurement (coverage_steps=0, or a task whose completions cannot be enumerated), '
+                'so nothing here says how close a policy is to the target distribution.']
+    tme = summary.get('target_effective_modes')
+    V = lambda n: runs[n]['correct_mass']
+    KL = lambda n: runs[n]['kl_pi_target_inf']
+    M = lambda n: runs[n]['effective_modes']
+    modes = lambda n: f'{M(n):.1f}' + (f' of the target\'s {tme:.1f}' if tme else '') + ' effective modes'
+    closest, best = min(runs, key=KL), max(runs, key=V)
+    out = [f'Closest to the target: {closest} (KL(π_C‖p*) {KL(closest):.2f}, {modes(closest)}), at correct mass {V(closest):.3f}'
+           + ('; it is also the most often correct.' if best == closest else '.')]
+    if best != closest: out.append(f'Most often correct: {best} (correct mass {V(best):.3f}), at KL {KL(best):.2f} and {M(best):.1f} effective modes.')
+    beaten = {b: a for a in runs for b in runs if a != b and V(a) >= V(b) and KL(a) <= KL(b) and (V(a), KL(a)) != (V(b), KL(b))}
+    front = [n for n in runs if n not in beaten]
+    if beaten: out.append('Behind another run on both counts (less often correct and farther from the target): '
+                          + '; '.join(f'{b} (by {a})' for b, a in beaten.items()) + '.')
+    if len(front) > 1: out.append(f'No run is best on both counts: {", ".join(front)} trade correct mass against closeness to the target.')
+    others = [n for n, r in runs.items() if r.get('algorithm') != 'flowrl']
+    for f in (n for n, r in runs.items() if r.get('algorithm') == 'flowrl' and others):
+        b = min(others, key=KL)  # the reward maximiser closest to the target
+        if KL(f) < KL(b) and V(f) >= V(b) - close: what = 'closer to the target without giving up correctness'
+        elif KL(f) < KL(b): what = f'closer to the target, but less often correct by more than {close}'
+        else: what = 'with these settings it kept no more of the target than reward maximisation'
+        out.append(f'{f} against {b} (the reward maximiser closest to the target): KL {KL(f):.2f} vs {KL(b):.2f}, {M(f):.1f} vs '
+                   f'{M(b):.1f} effective modes, correct mass {V(f):.3f} vs {V(b):.3f} — {what}.')
+    seeds = {r.get('seed') for r in runs.values()}
+    if len(seeds) == 1 and len(runs) > 1:
+        out.append(f'These are single runs (seed {seeds.pop()}): a difference smaller than the spread between seeds is not a ranking '
+                   f'(repeat with other seeds, e.g. `flowrl_nb sweep --param seed --values 0,1,2,3,4`).')
+    return out
 
 # %% ../nbs/12_experiments.ipynb #87e042b1
 _COVERAGE_KEY = ('model_name_or_path', 'quantization', 'torch_dtype', 'lora_target_modules', 'task', 'task_min_target',
@@ -154,15 +245,24 @@ def _report_rows(n:int, k:int) -> list:
     return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(k, n))})
 
 # %% ../nbs/12_experiments.ipynb #5151021c
-def _train_run(cfg:FlowRLConfig, steps:int, report_prompts:int, evaluators:dict, progress:bool=True) -> dict:
-    "Train one run of `compare`, with exact coverage at the start, every `coverage_steps` and at the end; `evaluators` caches reference enumerations between runs."
+def _step_reporter(report):
+    "A trainer hook that calls `report(step)` after every step (how `compare` shows progress across worker processes)."
+    from flowrl_nb.trainer import Hook
+    class StepReporter(Hook):
+        def on_step(self, trainer, result):
+            if result.step: report(result.step)
+    return StepReporter()
+
+def _train_run(cfg:FlowRLConfig, steps:int, report_prompts:int, evaluators:dict, progress:bool=True, on_step=None) -> dict:
+    "Train one run of `compare`, with exact coverage at the start, every `coverage_steps` and at the end; `evaluators` caches reference enumerations between runs; `on_step(step)` after each step."
     from flowrl_nb.coverage import CoverageHook
     from flowrl_nb.trainer import Trainer, default_hooks
     t0 = time.perf_counter()
     key = tuple(str(getattr(cfg, k)) for k in _COVERAGE_KEY)
     cov = CoverageHook(cfg.coverage_steps, at_start=True, at_end=True, evaluator=evaluators.get(key),
                        background=cfg.coverage_mode == 'background')
-    tr = Trainer(cfg, hooks=default_hooks(cfg, coverage=cov))
+    hooks = default_hooks(cfg, coverage=cov) + ([_step_reporter(on_step)] if on_step is not None else [])
+    tr = Trainer(cfg, hooks=hooks)
     seed_everything(cfg.seed)  # FlowRL's Z head drew random numbers: re-seed so every run's first rollout is the same
     steps_metrics = tr.train(steps, progress=progress)
     ev = evaluators[key] = cov.evaluator
@@ -182,8 +282,9 @@ def _init_worker(threads:int):
     torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()  # no "Loading weights" bars from the workers; one line per finished run instead
 
-def _train_run_in_worker(cfg, steps, report_prompts) -> dict:  # one line per finished run instead of interleaved bars
-    return _train_run(cfg, steps, report_prompts, _WORKER_EVALUATORS, progress=False)
+def _train_run_in_worker(cfg, steps, report_prompts, name, steps_queue) -> dict:  # steps go to the parent's one bar
+    return _train_run(cfg, steps, report_prompts, _WORKER_EVALUATORS, progress=False,
+                      on_step=lambda step: steps_queue.put((name, step)))
 
 def default_workers(config:FlowRLConfig, # the base config (its `device` decides)
                     n_runs:int, # how many runs there are
@@ -199,28 +300,38 @@ def _check_workers(workers) -> int:
     return workers
 
 def _run_parallel(cfgs:dict, steps:int, report_prompts:int, workers:int) -> dict:
-    "Train `cfgs` in `workers` spawned processes, one torch thread share each; results by run name."
-    import multiprocessing, torch
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    "Train `cfgs` in `workers` spawned processes, one torch thread share each; one progress bar over every run's steps; results by run name."
+    import multiprocessing, queue, torch
+    from concurrent.futures import ProcessPoolExecutor
     from tqdm.auto import tqdm
     from flowrl_nb.experiments import _init_worker, _train_run_in_worker  # by module name, so spawned processes can import them
     threads = max(1, torch.get_num_threads() // workers)
-    results = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'),
-                             initializer=_init_worker, initargs=(threads,)) as ex:
-        futs = {ex.submit(_train_run_in_worker, cfg, steps, report_prompts): name for name, cfg in cfgs.items()}
-        with tqdm(total=len(futs), desc=f'runs ({workers} processes)', unit='run') as bar:
-            for f in as_completed(futs):
-                name = futs[f]
-                try: results[name] = f.result()
-                except Exception as e:
-                    for g in futs: g.cancel()
-                    raise RuntimeError(f'run {name!r} failed in its worker process: {type(e).__name__}: {e}') from e
-                last = results[name]['history'][-1] if results[name]['history'] else {}
-                v = last.get('coverage/correct_mass')
-                bar.write(f'{name}: {results[name]["seconds"]:.0f}s' + (f', correct mass {v:.3f}' if v is not None else ''))
-                bar.update()
+    ctx = multiprocessing.get_context('spawn')
+    results, at = {}, {name: 0 for name in cfgs}
+    def advance(bar, name, step):
+        if step <= at[name]: return  # (a step reported after its run's result was already counted)
+        bar.update(step - at[name]); at[name] = step
+        bar.set_postfix_str(' · '.join(f'{n} {s}/{steps}' for n, s in at.items()), refresh=False)
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as ex:
+        steps_queue = manager.Queue()
+        futs = {ex.submit(_train_run_in_worker, cfg, steps, report_prompts, name, steps_queue): name for name, cfg in cfgs.items()}
+        with tqdm(total=steps * len(futs), desc=f'{len(futs)} runs, {workers} at a time', unit='step') as bar:
+            pending = set(futs)
+            while pending:
+                try: advance(bar, *steps_queue.get(timeout=0.5))
+                except queue.Empty: pass
+                for f in [f for f in pending if f.done()]:
+                    pending.discard(f); name = futs[f]
+                    try: results[name] = f.result()
+                    except Exception as e:
+                        for g in futs: g.cancel()
+                        raise RuntimeError(f'run {name!r} failed in its worker process: {type(e).__name__}: {e}') from e
+                    advance(bar, name, steps)
+                    last = results[name]['history'][-1] if results[name]['history'] else {}
+                    v = last.get('coverage/correct_mass')
+                    bar.write(f'{name}: {results[name]["seconds"]:.0f}s' + (f', correct mass {v:.3f}' if v is not None else ''))
     return results
+
 
 # %% ../nbs/12_experiments.ipynb #b8eb7b79
 def compare(config:FlowRLConfig|None=None, # the base config (default: the built-in tiny CPU run)
@@ -256,44 +367,96 @@ def compare(config:FlowRLConfig|None=None, # the base config (default: the built
     return res
 
 # %% ../nbs/12_experiments.ipynb #334d13aa
-def report_html(summary:dict, # from `summarize`
+SHARED_SETTINGS = ('model_name_or_path', 'task', 'learning_rate', 'prompts_per_step', 'num_generations', 'num_mini_batches',
+                   'max_completion_length', 'temperature', 'lora_r', 'seed')  # the settings a report lists once, if every run shares them
+
+def run_settings(config:FlowRLConfig, # the base config
+                 runs:dict, # run name -> its overrides
+                ) -> tuple:
+    "(settings every run shares, {run: its own settings}): the algorithm's objective settings and every other override of each run."
+    from flowrl_nb.algorithms import ALGORITHM_CLASSES
+    cfgs = {n: config.replace(**o) for n, o in runs.items()}
+    shared = {k: getattr(config, k) for k in SHARED_SETTINGS if len({str(getattr(c, k)) for c in cfgs.values()}) == 1}
+    own = {}
+    for n, c in cfgs.items():
+        keys = [k for k in ALGORITHM_CLASSES[c.algorithm].settings] + [k for k in runs[n] if k != 'algorithm']
+        own[n] = {k: getattr(c, k) for k in dict.fromkeys(keys) if k not in shared}
+    return shared, own
+
+def _md_code(text:str) -> str:
+    "Escaped HTML of `text`, with its `backticked` spans as <code>."
+    return re.sub(r'`([^`]+)`', r'<code>\1</code>', html.escape(text))
+
+def _measured_steps(histories:dict) -> list:
+    return sorted({m['step'] for h in histories.values() for m in h if m.get('coverage/correct_mass') is not None})
+
+def report_html(summary:dict, # from `summarize`, with the base `config` (a dict) as `Comparison.write` stores it
                 histories:dict, # run name -> metric dicts with 'step'
                 distributions:dict|None=None, # run name -> final distributions of a few prompts
                 title:str='flowrl_nb: FlowRL vs reward maximisation on the digit-sum task', # page title
-                notes:str='', # extra HTML under the title (e.g. the config)
+                notes:str='', # extra HTML under the settings
                ) -> str:
-    "A self-contained HTML report: summary table, training curves, final distributions; plotly.js inlined once."
+    "A self-contained HTML report: the verdict, the task, the summary table and what its columns mean, each run's settings, training curves, final distributions; plotly.js inlined once."
     import plotly.io as pio
+    from flowrl_nb.charts import format_value
+    from flowrl_nb.task import task_from_config
     figs = [metrics_figure(histories), tradeoff_figure(histories)] + ([distribution_figure(distributions)] if distributions else [])
     divs = [pio.to_html(f, include_plotlyjs=(i == 0), full_html=False) for i, f in enumerate(figs)]
-    tme = summary.get('target_effective_modes')
-    intro = ('<p>Every number except <code>reward_mean</code> is exact: each policy is scored on every completion the '
-             'sampler can produce. p*_∞ is the reference restricted to the correct answers; π_C the policy restricted and '
-             'renormalised to them. FlowRL should end close to p*_∞ (low KL, many modes); reward maximisers are expected '
-             'to collapse onto a few answers.' + (f' The target has {tme:.1f} effective correct modes per prompt.' if tme else '')
-             + '</p>')
-    return html_page(title, f'{intro}{notes}<h2>Summary</h2>{html_table(*_summary_rows(summary, TABLE_COLUMNS))}'
-                     f'<h2>Over training</h2>{divs[0]}<h2>Coverage at matched correct mass</h2>{divs[1]}'
-                     + (f'<h2>Final distributions over the correct answers</h2>{divs[2]}' if len(divs) > 2 else ''))
+    cfg = FlowRLConfig.from_dict(summary['config']) if summary.get('config') else None
+    runs = summary['runs']
+    steps = sorted({r['steps'] for r in runs.values()})
+    what = (f'{len(runs)} runs ({", ".join(runs)}), {"/".join(map(str, steps))} steps each, from the same model, seed and '
+            f'prompts.' + (f' {_md_code(task_from_config(cfg).describe())}' if cfg is not None else ''))
+    verdict_html = '<ul class="verdict">' + ''.join(f'<li>{_md_code(s)}</li>' for s in verdict(summary)) + '</ul>'
+    header, rows, fmts = _summary_rows(summary, TABLE_COLUMNS)
+    meaning = lambda h: next((m for c, (l, _, m) in COLUMNS.items() if l == h), '')
+    glossary = ''.join(f'<dt>{html.escape(COLUMNS[c][0])}</dt><dd>{html.escape(COLUMNS[c][2])}</dd>' for c in TABLE_COLUMNS)
+    table = (html_table(header, rows, fmts, titles=[meaning(h) for h in header])
+             + '<p class="small">p*_∞ is the reference model renormalised to the correct answers (FlowRL\'s target as β → ∞); '
+               'π_C is the policy renormalised to them. Every number but the sampled reward is exact: each policy is scored on '
+               f'every completion it can write.</p><dl class="glossary">{glossary}</dl>')
+    settings = ''
+    if cfg is not None:
+        shared, own = run_settings(cfg, {n: r.get('overrides', {}) for n, r in runs.items()})
+        settings = ('<p>Shared by every run: ' + ', '.join(f'<code>{k}={html.escape(format_value(v))}</code>' for k, v in shared.items())
+                    + '.</p>' + html_table(['run', 'algorithm', 'its settings'],
+                                           [[n, runs[n].get('algorithm'), ', '.join(f'{k}={format_value(v)}' for k, v in o.items())]
+                                            for n, o in own.items()]))
+    measured = _measured_steps(histories)
+    when = (f'<p class="small">Coverage is measured exactly at steps {", ".join(map(str, measured))} (the markers); the lines only '
+            'join those measurements. The sampled reward is logged at every step.</p>') if measured else ''
+    return html_page(title, f'<p>{what}</p><h2>Verdict</h2>{verdict_html}<h2>Summary</h2>{table}'
+                     + (f'<h2>Settings</h2>{settings}' if settings else '') + notes
+                     + f'<h2>Over training</h2>{when}{divs[0]}<h2>Coverage at matched correct mass</h2>'
+                       '<p class="small">Each run\'s path through its measured steps: at the same correct mass, higher is more '
+                       f'modes kept and lower is closer to the target.</p>{divs[1]}'
+                     + (f'<h2>Final distributions over the correct answers</h2><p class="small">The target p*_∞ (grey) and each '
+                        'run\'s final π (colour) on the correct answers of three prompts, the target\'s most likely first.</p>'
+                        f'{divs[2]}' if len(divs) > 2 else ''))
 
 def html_page(title:str, # the page's title and heading (escaped here)
               body:str, # HTML under the heading (plotly divs, tables, notes)
              ) -> str:
     "A plain self-contained HTML page in the reports' style."
-    style = ('body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px} table{border-collapse:collapse;margin:12px 0}'
-             'td,th{border:1px solid #ccc;padding:4px 8px;text-align:right} td:first-child,th:first-child{text-align:left}')
+    style = ('body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1160px;padding:0 20px;line-height:1.45}'
+             'table{border-collapse:collapse;margin:12px 0} div.table{overflow-x:auto;max-width:100%}'
+             'td,th{border:1px solid #ccc;padding:4px 8px;text-align:right} td:first-child,th:first-child,td.t{text-align:left}'
+             'th{background:#f4f4f4;white-space:normal;vertical-align:bottom} th[title]{cursor:help}'
+             'ul.verdict li{margin:4px 0} .small{color:#555;font-size:0.92em}'
+             'dl.glossary{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;font-size:0.92em;color:#333}'
+             'dl.glossary dt{font-weight:600} dl.glossary dd{margin:0} code{background:#f4f4f4;padding:0 3px}')
     return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head>'
             f'<body><h1>{html.escape(title)}</h1>{body}</body></html>\n')
 
 @patch
 def write(self:Comparison, out_dir, # folder for summary.json and report.html (created if missing)
          ) -> dict:
-    "Write `summary.json` and `report.html` into `out_dir` atomically; return their paths."
+    "Write `summary.json` (with the verdict) and `report.html` into `out_dir` atomically; return their paths."
     out = Path(out_dir)
     s = dict(self.summary, config=self.config.to_dict(), run_dirs={k: str(v) for k, v in self.run_dirs.items()})
-    notes = f'<p>Base config overrides per run: <code>{html.escape(json.dumps(self.runs))}</code>.</p>'
+    s['verdict'] = verdict(s)
     paths = {'summary': atomic_write_json(out / 'summary.json', s),
-             'report': atomic_write_text(out / 'report.html', report_html(s, self.histories, self.distributions, notes=notes))}
+             'report': atomic_write_text(out / 'report.html', report_html(s, self.histories, self.distributions))}
     return paths
 
 # %% ../nbs/12_experiments.ipynb #96cbca29

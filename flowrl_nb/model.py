@@ -21,8 +21,8 @@ def _drop_bnb_kernels_notice(record:logging.LogRecord) -> bool:
 logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(_drop_bnb_kernels_notice)
 
 # %% auto #0
-__all__ = ['DTYPES', 'LoraSpec', 'resolve_model_path', 'load_policy', 'LogProbOut', 'sequence_inputs', 'token_logprobs',
-           'make_z_head', 'eval_mode', 'reference_logprobs', 'save_heads', 'save_adapter_and_heads',
+__all__ = ['DTYPES', 'QUIET_LOAD_BYTES', 'LoraSpec', 'resolve_model_path', 'load_policy', 'LogProbOut', 'sequence_inputs',
+           'token_logprobs', 'make_z_head', 'eval_mode', 'reference_logprobs', 'save_heads', 'save_adapter_and_heads',
            'save_adapter_and_z', 'load_head_state', 'load_z_head']
 
 # %% ../nbs/06_model.ipynb #eb335160
@@ -152,9 +152,24 @@ def _check_causal_lm(path):
                          f'it would get a newly initialised LM head and generate noise. flowrl_nb trains models that '
                          f'generate text (an architecture ending in ForCausalLM, e.g. Qwen2ForCausalLM, LlamaForCausalLM)')
 
+QUIET_LOAD_BYTES = 100 * 2**20  # a local checkpoint smaller than this loads in about a second: no "Loading weights" bar
+
+@contextlib.contextmanager
+def _loading_bar(path):
+    "transformers' weight-loading progress bar, switched off for a small local checkpoint (the built-in tiny model: a bar of noise)."
+    from transformers.utils import logging as hf_logging
+    p = Path(path)
+    small = p.is_dir() and sum(f.stat().st_size for f in p.glob('*') if f.suffix in ('.safetensors', '.bin')) < QUIET_LOAD_BYTES
+    was = hf_logging.is_progress_bar_enabled()
+    if small and was: hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if small and was: hf_logging.enable_progress_bar()
+
 def _from_pretrained(cls, path, **kw):
     "`cls.from_pretrained(path, **kw)`, refusing a checkpoint whose weights cannot be read or are missing (initialised at random)."
-    try: model, info = cls.from_pretrained(path, output_loading_info=True, **kw)
+    try:
+        with _loading_bar(path): model, info = cls.from_pretrained(path, output_loading_info=True, **kw)
     except Exception as e:
         raise ValueError(f'could not load the model weights in {str(path)!r}: {type(e).__name__}: {str(e)[:300]}. Is it a '
                          f'complete save_pretrained folder (config.json with model.safetensors or pytorch_model.bin)?') from e

@@ -11,7 +11,7 @@ from fastcore.basics import patch
 from .core import atomic_write_json, atomic_write_text
 from .config import ALGORITHMS, FlowRLConfig
 from .charts import SWEEP_PANELS, format_value, sweep_figure
-from .experiments import Comparison, algorithm_names, compare, demo_config, html_page, html_table, markdown_table, target_note
+from .experiments import COLUMNS, Comparison, algorithm_names, compare, demo_config, html_page, html_table, markdown_table, target_note
 
 # %% auto #0
 __all__ = ['REFERENCES', 'NOT_SWEPT', 'TRAJECTORY_METRICS', 'SWEEP_COLUMNS', 'parse_values', 'sweep_runs', 'Sweep', 'sweep',
@@ -118,14 +118,15 @@ def load_sweep(path, # a sweep folder (with sweep.json) or the sweep.json file i
     return s
 
 # %% ../nbs/18_sweep.ipynb #7be5ad11
-SWEEP_COLUMNS = ('valid_mass', 'modes_covered', 'modes_covered_correct', 'effective_modes', 'kl_pi_target_inf',
+SWEEP_COLUMNS = ('correct_mass', 'modes_covered', 'modes_covered_correct', 'effective_modes', 'kl_pi_target_inf',
                  'kl_target_pi_inf', 'prompts_solved_frac') # final-step columns of `sweep_table`
 
 def _sweep_rows(summary:dict, columns) -> tuple:
     rows = [['start (reference)', None, 0, None] + [summary['start'].get(c) for c in columns]] if summary.get('start') else []
     rows += [[p['name'], None if p['reference'] else format_value(p['value']), p['steps'], p['seconds']]
              + [p['final'].get(c) for c in columns] for p in summary['points']]
-    return ['run', summary['param'], 'steps', 'seconds', *columns], rows
+    labels = [COLUMNS[c][0] if c in COLUMNS else c for c in columns]
+    return ['run', summary['param'], 'steps', 'seconds', *labels], rows, ['.3f'] * 3 + ['.0f'] + [COLUMNS[c][1] if c in COLUMNS else '.3f' for c in columns]
 
 def sweep_table(summary:dict, # `Sweep.summary` or `load_sweep(dir)`
                 columns=SWEEP_COLUMNS, # which final columns, in order

@@ -112,6 +112,17 @@ def num_correct(self:DigitSumTask, target:int) -> int:
         total += ways[t]
     return total
 
+# %% ../nbs/04_task.ipynb #594b8307
+@patch
+def describe(self:DigitSumTask) -> str:
+    "The task in two sentences, for reports: what a prompt asks, what is rewarded, how many answers are correct."
+    counts = [self.num_correct(t) for t in self.targets]
+    credit = ('1 − |sum − t|/t for a well-formed wrong answer' if self.partial_credit else '0 otherwise')
+    return (f'Digit sum: each prompt `S=t:` (t = {self.min_target}…{self.max_target}, {len(counts)} prompts) asks for at '
+            f'most {self.max_digits} digits whose sum is t; reward 1 if it is, {credit}. Every prompt has many correct '
+            f'answers ({min(counts)} to {max(counts)}), which the reference model prefers unequally: there is a whole '
+            f'distribution of correct answers to keep, not one.')
+
 # %% ../nbs/04_task.ipynb #c5041e13
 TASKS = ('digit_sum', 'arith')  # = flowrl_nb.config.TASK_NAMES; arith is `flowrl_nb.arith.ArithTask`, loaded when asked for
 

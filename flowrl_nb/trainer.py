@@ -21,8 +21,8 @@ from .coverage import CoverageHook
 
 # %% auto #0
 __all__ = ['REFERENCE_METRICS', 'KEEP_CHECKPOINTS', 'STATE_FIELDS', 'Controls', 'StepResult', 'Hook', 'LogHook', 'CheckpointHook',
-           'EvalHook', 'default_hooks', 'NonFiniteError', 'set_aside_previous_run', 'resolve_tis_cap', 'Trainer',
-           'CheckpointError', 'latest_checkpoint', 'Snapshot']
+           'EvalHook', 'default_hooks', 'NonFiniteError', 'RunSetAside', 'set_aside_previous_run', 'resolve_tis_cap',
+           'Trainer', 'CheckpointError', 'latest_checkpoint', 'Snapshot']
 
 # %% ../nbs/09_trainer.ipynb #59c28413
 class Controls:
@@ -174,6 +174,11 @@ def _default_run_dir(cfg):
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')
     return Path('runs') / f'{cfg.algorithm}-{stamp}'
 
+class RunSetAside(UserWarning):
+    "A new run's directory held a run, which was renamed to `moved_to` (nothing is deleted); the CLI turns it into a one-line note."
+    def __init__(self, message:str, run_dir:Path, moved_to:Path):
+        super().__init__(message); self.run_dir, self.moved_to = run_dir, moved_to
+
 def set_aside_previous_run(run_dir, # the directory a new run is about to use
                           ) -> Path|None:
     "If `run_dir` already holds a run (metrics or checkpoints), rename it to `<run_dir>.previous-<time>`; return where it went."
@@ -183,8 +188,8 @@ def set_aside_previous_run(run_dir, # the directory a new run is about to use
     dest, k = d.with_name(f'{d.name}.previous-{stamp}'), 1
     while dest.exists(): dest, k = d.with_name(f'{d.name}.previous-{stamp}-{k}'), k + 1
     d.rename(dest)  # one rename: the old run is never half moved
-    warnings.warn(f'{d} already held a run; it was moved to {dest} so that the new run starts clean '
-                  f'(to continue the old one instead: Trainer.resume({str(dest)!r}))', stacklevel=3)
+    warnings.warn(RunSetAside(f'{d} already held a run; it was moved to {dest} so that the new run starts clean '
+                              f'(to continue the old one instead: Trainer.resume({str(dest)!r}))', d, dest), stacklevel=3)
     return dest
 
 def _check_rows(rows:list):
@@ -731,12 +736,29 @@ def resume(cls:Trainer, run_dir, # a run directory written by a trainer (holds c
     return tr
 
 # %% ../nbs/09_trainer.ipynb #72687924
+class _PhaseTicker:
+    "Names the trainer's phase in the progress bar when a step or the wait after the last one takes long (coverage, evaluation)."
+    def __init__(self, trainer, bar, after:float=2.0, every:float=0.5):
+        self.trainer, self.bar, self.after, self.every = trainer, bar, after, every
+        self.last, self.shown, self.done = time.monotonic(), False, threading.Event()
+        self.thread = threading.Thread(target=self._run, name='flowrl_nb-phase', daemon=True); self.thread.start()
+    def stepped(self):
+        self.last = time.monotonic()
+        if self.shown: self.bar.set_description_str(self.trainer.config.algorithm); self.shown = False
+    def _run(self):
+        while not self.done.wait(self.every):
+            phase = self.trainer.phase
+            if time.monotonic() - self.last > self.after and phase not in ('between steps', 'idle'):
+                self.bar.set_description_str(f'{self.trainer.config.algorithm} ({phase})'); self.shown = True
+    def close(self): self.done.set(); self.thread.join()
+
 @patch
 def _run_loop(self:Trainer, steps, progress:bool):
     target = self.step_count + (steps if steps is not None else max(self.config.max_steps - self.step_count, 0))
     history, failing = [], False
     from tqdm.auto import tqdm
     bar = tqdm(total=target - self.step_count, disable=not progress, desc=self.config.algorithm, leave=True)
+    ticker = _PhaseTicker(self, bar) if progress else None
     try:
         self.status = 'running'
         if self.step_count == 0 and target > 0: self._run_hooks(StepResult(0, {}, controls=self.controls.snapshot()))
@@ -747,6 +769,7 @@ def _run_loop(self:Trainer, steps, progress:bool):
                 self.status = 'running'
             self._step_rng, opt_steps = self._rng_state(), self.opt_steps  # what an interrupted step leaves behind
             m = self.train_step(last=self.step_count + 1 == target); history.append(m); bar.update(1)
+            if ticker is not None: ticker.stepped()
             bar.set_postfix(reward=f"{m['reward/mean'] if m['reward/mean'] is not None else float('nan'):.3f}",
                             loss=f"{m.get('actor/final_loss', float('nan')):.3g}")
         if self.last_checkpoint is None or self.last_checkpoint.name != f'step-{self.step_count:06d}':
@@ -764,6 +787,7 @@ def _run_loop(self:Trainer, steps, progress:bool):
             try: h.on_end(self)
             except BaseException as e: errors.append(e)
         self.phase = 'idle'
+        if ticker is not None: ticker.close()
         bar.close()
         if errors and not failing: raise errors[0]  # (an error already on its way out is not replaced)
     return history

@@ -35,10 +35,10 @@ def test_compare_same_start_histories_and_summary(result):
     s = res.summary
     for name in res.runs:
         r = s['runs'][name]
-        for k in ('reward_mean', 'valid_mass', 'kl_pi_target_inf', 'kl_target_pi_inf', 'modes_covered', 'effective_modes'):
+        for k in ('reward_mean', 'correct_mass', 'kl_pi_target_inf', 'kl_target_pi_inf', 'modes_covered', 'effective_modes'):
             assert isinstance(r[k], float), (name, k)
         assert r['steps'] == 3
-    assert s['start']['valid_mass'] == starts[0]['coverage/correct_mass']
+    assert s['start']['correct_mass'] == starts[0]['coverage/correct_mass']
     assert '| start (reference) | 0 |' in res.table() and '| grpo | 3 |' in res.table()
 
 
@@ -89,7 +89,9 @@ def test_cli_compare_and_demo(tmp_path):
     r = subprocess.run([EXE, 'compare', '--algos', 'flowrl', 'grpo', '--steps', '2', '--out', str(out), *SETS],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert '| flowrl | 2 |' in r.stdout and '| grpo | 2 |' in r.stdout and 'reinforce_pp' not in r.stdout
+    table = r.stdout.split('run ', 1)[1]   # the verdict, then the aligned table: one row per run, with its steps
+    assert re.search(r'^flowrl +2 ', table, re.M) and re.search(r'^grpo +2 ', table, re.M) and 'reinforce_pp' not in r.stdout
+    assert 'Closest to the target:' in r.stdout and 'correct' in r.stdout and 'KL(π_C‖p*)' in table
     assert set(json.loads((out / 'summary.json').read_text())['runs']) == {'flowrl', 'grpo'}
     assert (out / 'report.html').exists() and (out / 'runs' / 'grpo' / 'metrics.jsonl').exists()
     out = tmp_path / 'demo'

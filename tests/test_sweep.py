@@ -36,7 +36,7 @@ def test_cli_writes_sweep_files(cli_sweep):
         ('grpo', None, True, 'runs/grpo')]
     for q in s['points']:
         assert [m['step'] for m in q['trajectory']] == [0, 2, 3]
-        assert q['final']['valid_mass'] == q['trajectory'][-1]['coverage/correct_mass']
+        assert q['final']['correct_mass'] == q['trajectory'][-1]['coverage/correct_mass']
         run_cfg = (out / q['run_dir'] / 'config.yaml').read_text()
         assert f'algorithm: {q["algorithm"]}' in run_cfg
         if not q['reference']: assert f'beta: {q["value"]}' in run_cfg
