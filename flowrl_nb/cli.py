@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #cbd87b63
 from __future__ import annotations
-import argparse, sys, time
+import argparse, contextlib, sys, time
 from pathlib import Path
 
 # %% auto #0
@@ -60,17 +60,19 @@ class _StopOnSignal:
         import signal
         for s, h in self.old.items(): signal.signal(s, h)
 
-def _new_trainer(cfg):
-    "A `Trainer` for `cfg`; a previous run set aside from its directory is told as a note with the command that continues it."
+@contextlib.contextmanager
+def _set_aside_as_notes():
+    "Inside: a run set aside (`RunSetAside`, a Python warning for library users) is told as a one-line note with the command that continues it."
     import warnings
-    from flowrl_nb.trainer import RunSetAside, Trainer
-    with warnings.catch_warnings(record=True) as caught: trainer = Trainer(cfg)
-    for w in caught:
-        if issubclass(w.category, RunSetAside):
-            print(f'note: {w.message.run_dir} already held a run; it was moved to {w.message.moved_to} so that this run starts '
-                  f'clean (to continue that one: flowrl_nb train --resume {w.message.moved_to})', file=sys.stderr, flush=True)
-        else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return trainer
+    from flowrl_nb.trainer import RunSetAside
+    show = warnings.showwarning
+    def note(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, RunSetAside): return show(message, category, filename, lineno, file, line)
+        print(f'note: {message.run_dir} already held a run; it was moved to {message.moved_to} so that this run starts clean '
+              f'(to continue that one: flowrl_nb train --resume {message.moved_to})', file=sys.stderr, flush=True)
+    with warnings.catch_warnings():
+        warnings.showwarning = note
+        yield
 
 def cmd_train(args):
     "Train with a config; print the run directory first and a one-line summary last; exit 130/143 after SIGINT/SIGTERM."
@@ -79,7 +81,8 @@ def cmd_train(args):
         trainer = Trainer.resume(args.resume)
         print(f'resuming {trainer.run_dir} from step {trainer.step_count}', flush=True)
     else:
-        trainer = _new_trainer(build_config(args.config, args.set or (), preset=args.preset))
+        cfg = build_config(args.config, args.set or (), preset=args.preset)
+        with _set_aside_as_notes(): trainer = Trainer(cfg)
         print(f'run directory: {trainer.run_dir}', flush=True)
     t0 = time.time()
     with _StopOnSignal(trainer) as sig: hist = trainer.train(args.steps)
@@ -100,7 +103,7 @@ def _run_compare(cfg, args) -> int:
     out = Path(args.out)
     print(f'comparing {", ".join(args.algos)} for {args.steps or cfg.max_steps} steps each; output in {out}', flush=True)
     t0 = time.time()
-    res = compare(cfg, algorithms=tuple(args.algos), steps=args.steps, out_dir=out, workers=args.workers)
+    with _set_aside_as_notes(): res = compare(cfg, algorithms=tuple(args.algos), steps=args.steps, out_dir=out, workers=args.workers)
     from flowrl_nb.experiments import text_table, verdict
     summary = res.summary
     print('\n' + '\n'.join(f'* {s}' for s in verdict(summary)).replace('`', '') + '\n', flush=True)
@@ -133,8 +136,8 @@ def cmd_sweep(args):
     print(f'sweeping {args.param} over {args.values} for {", ".join(args.algos)}' + (f' (+ {", ".join(args.refs)})' if args.refs else '')
           + f': {n} runs of {args.steps or cfg.max_steps} steps, {workers} at a time; output in {out}', flush=True)
     t0 = time.time()
-    res = sweep(cfg, args.param, values, algorithms=tuple(args.algos), references=tuple(args.refs), steps=args.steps,
-                out_dir=out, workers=workers)
+    with _set_aside_as_notes(): res = sweep(cfg, args.param, values, algorithms=tuple(args.algos), references=tuple(args.refs), steps=args.steps,
+                                             out_dir=out, workers=workers)
     print(sweep_table(res.summary), flush=True)
     print(f'done in {time.time() - t0:.0f}s: {out / "sweep.json"}, {out / "sweep.html"}', flush=True)
     return 0

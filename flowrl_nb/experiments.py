@@ -353,6 +353,8 @@ def compare(config:FlowRLConfig|None=None, # the base config (default: the built
     if len(set(dirs.values())) != len(dirs): raise ValueError(f'run names must stay distinct as directory names, got {dirs}')
     cfgs = {name: config.replace(**{**o, 'output_dir': str(out / 'runs' / dirs[name])})
             for name, o in runs.items()}  # every override is validated before the first run starts
+    from flowrl_nb.trainer import set_aside_previous_run
+    for cfg in cfgs.values(): set_aside_previous_run(cfg.output_dir)  # here, once, not in the workers: an earlier comparison's runs are kept
     if workers > 1 and len(cfgs) > 1: done = _run_parallel(cfgs, steps, report_prompts, min(workers, len(cfgs)))
     else:
         evaluators = {}  # runs that share model, task and length share the (expensive) reference enumeration
