@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 import torch
 from .config import ALGORITHMS, FlowRLConfig
-from .objective import flowrl_loss, grpo_loss, group_advantages, reinforce_pp_advantages, reinforce_pp_loss
-from .model import make_z_head
+from .objective import (flowrl_loss, gae_advantages, grpo_loss, group_advantages, ppo_loss, reinforce_pp_advantages,
+                                 reinforce_pp_loss)
+from .model import make_value_head, make_z_head
 
 # %% auto #0
-__all__ = ['ALGORITHM_CLASSES', 'Experience', 'Algorithm', 'register', 'make_algorithm', 'FlowRL', 'GRPO', 'ReinforcePP']
+__all__ = ['ALGORITHM_CLASSES', 'Experience', 'Algorithm', 'register', 'make_algorithm', 'FlowRL', 'GRPO', 'ReinforcePP', 'PPO']
 
 # %% ../nbs/08a_algorithms.ipynb #62f6b001
 @dataclass
@@ -27,6 +28,8 @@ class Experience:
     rewards:torch.Tensor # (B,) combined reward (NaN: unscorable)
     adv:torch.Tensor|None = None # (B,) or (B,T) the algorithm's advantages, once computed
     group_size:int = 1 # n samples per prompt, consecutive rows
+    values:torch.Tensor|None = None # (B,T) the critic's V(s_t) at sampling time (an algorithm that asks for it: `behaviour_outputs`)
+    returns:torch.Tensor|None = None # (B,T) the critic's targets, when the algorithm's advantages produce them (PPO)
 
     def __len__(self): return self.prompt_ids.shape[0]
 
@@ -50,14 +53,17 @@ class Algorithm:
     "The interface every algorithm implements (see above); the defaults are those of an algorithm without heads."
     name:str = None # the `FlowRLConfig.algorithm` value that selects it
     controls:tuple = ('learning_rate', 'temperature') # live controls it reads, in display order
-    metrics:tuple = ('final_loss',) # metric names its loss returns (logged as `actor/<name>`)
+    metrics:tuple = ('final_loss',) # metric names its loss returns (logged as `actor/<name>`; a name with a '/' as it is)
     settings:tuple = () # config fields that shape its objective (a report shows them beside the run)
+    behaviour_outputs:tuple = () # outputs of the forward with `forward_kwargs` it needs at sampling time, kept on the Experience (PPO: 'values')
+    separate_clip:tuple = () # heads whose gradient norm is clipped on its own, not with the policy's (PPO's critic)
 
     def __init__(self, config:FlowRLConfig): self.config = config
     def heads(self, model) -> dict: return {}
     def head_lr(self, name:str, c:dict) -> float: raise KeyError(f'{self.name} has no head {name!r}')
     def forward_kwargs(self) -> dict: return {}
     def needs_reference(self) -> bool: return True  # does the objective use π_ref (else `ref_forward='when_needed'` skips it)
+    def begin_step(self, step:int) -> None: pass  # the rollout step about to run (an algorithm with a schedule reads it)
     def advantages(self, exp:Experience) -> torch.Tensor: raise NotImplementedError
     def loss(self, out, mb:Experience, c:dict) -> tuple: raise NotImplementedError
     @classmethod
@@ -149,3 +155,42 @@ class ReinforcePP(Algorithm):
     def loss(self, out, mb:Experience, c:dict) -> tuple:
         return reinforce_pp_loss(out.logp, mb.old, mb.adv, mb.mask, eps_low=c['epsilon'], eps_high=c['epsilon_high'],
                                  agg=self.config.loss_agg, **_tis(mb, c))
+
+# %% ../nbs/08a_algorithms.ipynb #527d92e0
+@register
+class PPO(Algorithm):
+    "PPO (Schulman et al., 2017) with a critic, as veRL runs it: GAE advantages from a value head on the policy's hidden states, PPO-clip, a clipped value loss."
+    name = 'ppo'
+    settings = ('gamma', 'lam', 'cliprange_value', 'critic_learning_rate', 'critic_warmup', 'ppo_kl_coef', 'value_detach', 'epsilon',
+                'epsilon_high')
+    controls = ('learning_rate', 'epsilon', 'epsilon_high', 'temperature')
+    metrics = ('final_loss', 'pg_loss', 'importance_weight', 'clip_frac_low', 'clip_frac_high', 'log_prob', 'old_log_prob', 'ppo_kl',
+               'critic/vf_loss', 'critic/vf_clipfrac', 'critic/vf_explained_var', 'critic/vpred_mean', 'critic/returns_mean')
+    behaviour_outputs = ('values',)
+    separate_clip = ('value',)
+
+    def __init__(self, config:FlowRLConfig): super().__init__(config); self.step = 1
+    def begin_step(self, step:int): self.step = step
+    @property
+    def warming_up(self) -> bool: return self.step <= self.config.critic_warmup  # only the critic trains
+
+    def heads(self, model) -> dict:
+        self.value_head = make_value_head(model, self.config.value_num_layers)  # outside PEFT, fp32
+        return {'value': self.value_head}
+
+    def head_lr(self, name:str, c:dict) -> float: return self.config.critic_learning_rate
+    def needs_reference(self) -> bool: return self.config.ppo_kl_coef > 0  # π_ref only enters the KL penalty in the reward
+    def forward_kwargs(self) -> dict:  # V(s_t) from the same forward as log π_θ
+        return dict(value_head=self.value_head, value_detach=self.config.value_detach or self.warming_up)
+
+    def advantages(self, exp:Experience) -> torch.Tensor:
+        cfg = self.config
+        adv, exp.returns = gae_advantages(exp.rewards, exp.values, exp.mask, gamma=cfg.gamma, lam=cfg.lam, old_logp=exp.old,
+                                          ref_logp=exp.ref, kl_coef=cfg.ppo_kl_coef)
+        return adv
+
+    def loss(self, out, mb:Experience, c:dict) -> tuple:
+        cfg = self.config
+        return ppo_loss(out.logp, mb.old, mb.adv, mb.mask, out.values, mb.values, mb.returns, eps_low=c['epsilon'],
+                        eps_high=c['epsilon_high'], cliprange_value=cfg.cliprange_value, vf_coef=cfg.vf_coef,
+                        train_policy=not self.warming_up, agg=cfg.loss_agg, **_tis(mb, c))

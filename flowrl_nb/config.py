@@ -19,7 +19,7 @@ __all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS
            'FIELD_NAMES', 'PRESETS', 'PRESET_DESCRIPTIONS', 'FlowRLConfig', 'field_docs']
 
 # %% ../nbs/01_config.ipynb #04d854b6
-ALGORITHMS = ('flowrl', 'grpo', 'reinforce_pp')
+ALGORITHMS = ('flowrl', 'grpo', 'reinforce_pp', 'ppo')
 QUANTIZATIONS = (None, '4bit', '8bit')
 TORCH_DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 IS_MODES = ('none', 'cap', 'clip', 'geo_clip')
@@ -102,6 +102,8 @@ FIELD_CHECKS = dict(
     train_file=_optional(_non_empty), reward=_choice(REWARDS), eval_file=_optional(_non_empty),
     eval_steps=_nonneg, eval_n=_at_least_1, eval_limit=_optional(_at_least_1),
     z_num_layers=_at_least_1, z_dropout=_prob,
+    gamma=_interval(0, 1), lam=_interval(0, 1), cliprange_value=_interval(0, 1e6, lo_open=True), vf_coef=_interval(0, 1e6, lo_open=True),
+    critic_learning_rate=_interval(0, 10), critic_warmup=_nonneg, ppo_kl_coef=_interval(0, 1e3), value_num_layers=_at_least_1,
     task=_choice(TASK_NAMES), task_min_target=_at_least_1, task_max_target=_at_least_1, task_max_digits=_at_least_1,
     task_max_number=_interval(2, 10**6), task_num_ops=_interval(1, 3), task_ops=_arith_ops, task_num_problems=_at_least_1,
     task_num_heldout=_nonneg,
@@ -219,7 +221,7 @@ def _parse(name, v, tp):
 @dataclass
 class FlowRLConfig:
     "Every knob of a FlowRL / GRPO / REINFORCE++ run; defaults are the built-in tiny CPU run."
-    algorithm:str='flowrl' # `flowrl`, `grpo` or `reinforce_pp`
+    algorithm:str='flowrl' # `flowrl`, `grpo`, `reinforce_pp` or `ppo`
     # model and LoRA
     model_name_or_path:str='tiny' # "tiny" = the built-in tiny model (data/tiny-digits); else a local path or hub id
     quantization:str|None=None # None, "4bit" (QLoRA: bitsandbytes NF4 + double quant) or "8bit"
@@ -282,6 +284,16 @@ class FlowRLConfig:
     z_dropout:float=0.1 # dropout in the log Z MLP
     z_detach:bool=False # detach the Z head's input from the policy
     z_exclude_last:bool=False # drop the last prompt token from the pooling (the recipe's off-by-one)
+    # PPO: the critic and GAE (defaults: veRL's PPO, the FlowRL paper's baseline; see the PPO section of flowrl_nb.objective)
+    gamma:float=1.0 # GAE discount γ (veRL's algorithm.gamma)
+    lam:float=1.0 # GAE λ (veRL's algorithm.lam)
+    cliprange_value:float=0.5 # the critic's value clip: a new value counts at most this far from its value at sampling (veRL's critic.cliprange_value)
+    critic_learning_rate:float=1e-2 # lr of the value head's own parameter group (veRL: the critic at 10x the actor's lr, 1e-5 vs 1e-6)
+    critic_warmup:int=0 # rollout steps at the start that train only the critic (veRL's trainer.critic_warmup)
+    ppo_kl_coef:float=0.0 # per-token KL penalty to π_ref in PPO's reward (veRL's use_kl_in_reward: off in its PPO defaults)
+    value_num_layers:int=3 # Linear layers of the value head MLP (flowrl_nb.critic.ValueHead)
+    value_detach:bool=True # the value loss does not reach the policy's adapters (veRL's separate critic); False: a shared body, as TRL's value-head model
+    vf_coef:float=1.0 # weight of the value loss in PPO's loss (with value_detach=False it balances how much the critic shapes the shared adapters; TRL: 0.1)
     # task
     task:str='digit_sum' # digit_sum (the tiny model's, flowrl_nb.task) or arith (word problems for a real model, flowrl_nb.arith)
     task_min_target:int=5 # smallest digit sum asked for

@@ -12,6 +12,7 @@ import torch
 from .core import ADAPTER_BYTES, atomic_write_bytes, atomic_write_json, available_memory, check_choice, data_path, did_you_mean
 from .config import LORA_TARGETS, QUANTIZATIONS
 from .partition import ProjZ, pool_prompt
+from .critic import ValueHead
 from .smollm2 import MODEL_NAME as SMOLLM2, smollm2_path
 
 def _drop_bnb_kernels_notice(record:logging.LogRecord) -> bool:
@@ -22,8 +23,8 @@ logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(_drop_bnb_kernels_n
 
 # %% auto #0
 __all__ = ['DTYPES', 'QUIET_LOAD_BYTES', 'LoraSpec', 'resolve_model_path', 'load_policy', 'LogProbOut', 'sequence_inputs',
-           'token_logprobs', 'make_z_head', 'eval_mode', 'reference_logprobs', 'save_heads', 'save_adapter_and_heads',
-           'save_adapter_and_z', 'load_head_state', 'load_z_head']
+           'token_logprobs', 'make_z_head', 'make_value_head', 'eval_mode', 'reference_logprobs', 'save_heads',
+           'save_adapter_and_heads', 'save_adapter_and_z', 'load_head_state', 'load_z_head']
 
 # %% ../nbs/06_model.ipynb #eb335160
 # LORA_TARGETS (every attention and MLP projection of a Qwen2/Llama block) is declared once, in flowrl_nb.config
@@ -251,6 +252,7 @@ class LogProbOut(NamedTuple):
     logp:torch.Tensor # (B,T) log-prob of each completion token at logits/temperature, 0 on padding
     log_z:torch.Tensor|None # (B,) log Z_φ(x), fp32, when a Z head was given
     entropy:torch.Tensor|None # (B,T) entropy of the temperature-scaled next-token distribution (no grad), 0 on padding
+    values:torch.Tensor|None = None # (B,T) V_ψ(s_t) of the state before each completion token, fp32, when a value head was given; 0 on padding
 
 def _check_batch(prompt_ids, prompt_mask, completion_ids, completion_mask):
     for name, t in (('prompt_ids', prompt_ids), ('prompt_mask', prompt_mask), ('completion_ids', completion_ids),
@@ -289,8 +291,10 @@ def token_logprobs(model, # the policy (a PeftModel, or any HF causal LM)
                    z_detach:bool=False, # stop gradients from log Z into the policy
                    exclude_last:bool=False, # drop the last prompt token from the Z pooling (the recipe's off-by-one)
                    with_entropy:bool=False, # also return the per-token entropy
+                   value_head:torch.nn.Module|None=None, # a `ValueHead` (PPO's critic); if given, V(s_t) comes from the same forward
+                   value_detach:bool=False, # stop gradients from the values into the policy
                   ) -> LogProbOut:
-    "Per-token log-probs of the completions (and log Z, entropy) from one forward pass over prompt + completion."
+    "Per-token log-probs of the completions (and log Z, entropy, values) from one forward pass over prompt + completion."
     _check_batch(prompt_ids, prompt_mask, completion_ids, completion_mask)
     if not temperature > 0: raise ValueError(f'temperature must be > 0, got {temperature!r}')
     P, T = prompt_ids.shape[1], completion_ids.shape[1]
@@ -299,7 +303,7 @@ def token_logprobs(model, # the policy (a PeftModel, or any HF causal LM)
     keep = _takes_logits_to_keep(model)
     if keep: kw['logits_to_keep'] = T + 1  # positions P-1 .. P+T-1; the last one predicts past the completion
     captured, hook = {}, None
-    if z_head is not None:  # the decoder's output is the last (normed) hidden state, hidden_states[-1]
+    if z_head is not None or value_head is not None:  # the decoder's output is the last (normed) hidden state, hidden_states[-1]
         hook = model.get_decoder().register_forward_hook(lambda mod, args, out: captured.__setitem__('h', out[0]))
     try: out = model(**kw)
     finally:
@@ -319,7 +323,12 @@ def token_logprobs(model, # the policy (a PeftModel, or any HF causal LM)
         h = captured['h'][:, :P]
         if z_detach: h = h.detach()
         log_z = z_head(pool_prompt(h.float(), prompt_mask, exclude_last))
-    return LogProbOut(logp, log_z, entropy)
+    values = None
+    if value_head is not None:  # the state before token t is read where token t is predicted: positions P-1 .. P+T-2
+        h = captured['h'][:, P - 1:P + T - 1]
+        if value_detach: h = h.detach()
+        values = torch.where(real, value_head(h.float()), torch.zeros((), device=h.device))
+    return LogProbOut(logp, log_z, entropy, values)
 
 # %% ../nbs/06_model.ipynb #4373d4f4
 def make_z_head(model, # the policy; the head matches its hidden size and device
@@ -333,6 +342,13 @@ def make_z_head(model, # the policy; the head matches its hidden size and device
     config = model.config.get_text_config() if hasattr(model.config, 'get_text_config') else model.config
     device = model.get_input_embeddings().weight.device
     return ProjZ(config.hidden_size, num_layers, dropout).to(device=device, dtype=torch.float32)
+
+def make_value_head(model, # the policy; the head matches its hidden size and device
+                    num_layers:int=3, # Linear layers of the MLP (`critic.ValueHead`)
+                   ) -> ValueHead:
+    "A fresh `ValueHead` (PPO's critic) for `model`: fp32, on the model's device, outside PEFT."
+    config = model.config.get_text_config() if hasattr(model.config, 'get_text_config') else model.config
+    return ValueHead(config.hidden_size, num_layers).to(device=model.get_input_embeddings().weight.device, dtype=torch.float32)
 
 # %% ../nbs/06_model.ipynb #6603903b
 @contextlib.contextmanager
@@ -360,11 +376,10 @@ def reference_logprobs(model, # a PeftModel: its base (adapters off) is the refe
 
 # %% ../nbs/06_model.ipynb #58929c88
 def _head_spec(name:str, head:torch.nn.Module) -> dict:
-    "What rebuilds a head: ProjZ's constructor arguments (read by `load_z_head`), else its class."
-    if isinstance(head, ProjZ):
-        return {'class': 'flowrl_nb.partition.ProjZ', 'hidden_size': head.hidden_size, 'num_layers': head.num_layers,
-                'dropout': head.dropout}
-    return {'class': f'{type(head).__module__}.{type(head).__qualname__}'}
+    "What rebuilds a head: its class, and for `ProjZ` and its subclasses (`ValueHead`) their constructor arguments (read by `load_z_head`)."
+    spec = {'class': f'{type(head).__module__}.{type(head).__qualname__}'}  # flowrl_nb.partition.ProjZ, flowrl_nb.critic.ValueHead, ...
+    if isinstance(head, ProjZ): spec.update(hidden_size=head.hidden_size, num_layers=head.num_layers, dropout=head.dropout)
+    return spec
 
 def save_heads(heads:dict, # name -> head module outside PEFT (FlowRL: {'z': ProjZ}); may be empty
                out_dir, # directory to write into (created if missing)

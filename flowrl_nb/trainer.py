@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_trainer.ipynb #ba3bd83c
 from __future__ import annotations
-import copy, datetime, math, os, random, shutil, threading, time, traceback, warnings
+import contextlib, copy, datetime, math, os, random, shutil, threading, time, traceback, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch
@@ -227,6 +227,8 @@ def _rows_per_update(cfg:FlowRLConfig) -> int:
 
 REFERENCE_METRICS = ('ref_kl', 'ref_log_prob', 'kl_penalty')  # the loss metrics that need π_ref
 
+def _metric_name(k:str) -> str: return k if '/' in k else f'actor/{k}'  # a loss's own metric as logged (PPO's critic/...: as it is)
+
 def _runs_reference(self) -> bool:
     "Does this run compute log π_ref each step: always with `ref_forward='always'`, else when the objective uses it."
     return self.config.ref_forward == 'always' or self.algorithm.needs_reference()
@@ -354,7 +356,8 @@ class Trainer:
 
     def expected_metrics(self) -> frozenset:
         "Every metric name this run will log besides the always-present ones: the algorithm's and the hooks'."
-        names = {f'actor/{m}' for m in self.algorithm.metrics if _runs_reference(self) or m not in REFERENCE_METRICS}
+        names = {_metric_name(m) for m in self.algorithm.metrics if _runs_reference(self) or m not in REFERENCE_METRICS}
+        names.update(f'optim/{h}_grad_norm' for h in self.algorithm.separate_clip)
         for h in self.hooks: names.update(h.expected_metrics(self))
         return frozenset(names)
 
@@ -419,16 +422,21 @@ def _experience(self:Trainer, batch, scored, temperature:float) -> tuple:
     # no-grad passes in chunks of one mini-batch's rows: their logits (rows x T x vocabulary) never exceed the update's
     rows = _rows_per_update(cfg)
     chunks = [slice(s, s + rows) for s in range(0, len(C), rows)]
+    reuse = self.engine.logprobs_match_policy and cfg.top_p == 1.0  # the sampler's own log-probs are log π_old exactly
+    need = self.algorithm.behaviour_outputs                            # what else the advantages need from π_old's forward (PPO: values)
     with torch.no_grad():
-        if self.engine.logprobs_match_policy and cfg.top_p == 1.0:
-            old = rollout  # the sampler's own log-probs are log π_old exactly: no extra forward
-        else:  # (top-p truncation, or an engine with its own numerics such as vLLM): teacher-force π_old
-            with eval_mode(model):
-                old = torch.cat([token_logprobs(model, P[s], PM[s], C[s], mask[s], temperature=temperature).logp for s in chunks])
+        old, extra = rollout, {}
+        if need or not reuse:  # teacher-force π_old (top-p truncation, or an engine with its own numerics such as vLLM) and/or the extras
+            kw = self.algorithm.forward_kwargs() if need else {}
+            with contextlib.ExitStack() as modes:
+                for m in (model, *self.heads.values()): modes.enter_context(eval_mode(m))
+                outs = [token_logprobs(model, P[s], PM[s], C[s], mask[s], temperature=temperature, **kw) for s in chunks]
+            if not reuse: old = torch.cat([o.logp for o in outs])
+            extra = {name: torch.cat([getattr(o, name) for o in outs]) for name in need}
         ref = (torch.cat([reference_logprobs(model, P[s], PM[s], C[s], mask[s], temperature=temperature) for s in chunks])
                if _runs_reference(self) else None)  # ref_forward='when_needed' and an objective without π_ref: skipped
     _train_mode(model)
-    exp = Experience(P, PM, C, mask, old, ref, rollout, _rewards_tensor(scored).to(dev), group_size=cfg.num_generations)
+    exp = Experience(P, PM, C, mask, old, ref, rollout, _rewards_tensor(scored).to(dev), group_size=cfg.num_generations, **extra)
     exp.adv = self.algorithm.advantages(exp)
     shown = exp.adv.tolist() if exp.adv.dim() == 1 else None
     keep = ~exp.rewards.isnan()
@@ -441,13 +449,16 @@ def _update(self:Trainer, mb:Experience, c:dict, step:int) -> dict:
     cfg = self.config
     for h in self.heads.values(): h.train()
     params = [p for g in self.optimizer.param_groups for p in g['params']]
+    own = {name: list(self.heads[name].parameters()) for name in self.algorithm.separate_clip}  # heads clipped on their own
+    mine = {id(p) for ps in own.values() for p in ps}
     lr = [g['lr'] for g in self.optimizer.param_groups]
     out = token_logprobs(self.model, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mb.mask, temperature=c['temperature'],
                          with_entropy=True, **self.algorithm.forward_kwargs())
     loss, m = self.algorithm.loss(out, mb, c)
     loss.backward()
-    gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-    ok = bool(torch.isfinite(loss) and torch.isfinite(gn))
+    gn = torch.nn.utils.clip_grad_norm_([p for p in params if id(p) not in mine], cfg.max_grad_norm)
+    head_gn = {f'_{name}_grad_norm': torch.nn.utils.clip_grad_norm_(ps, cfg.max_grad_norm) for name, ps in own.items()}
+    ok = bool(torch.isfinite(loss) and torch.isfinite(gn) and all(torch.isfinite(g) for g in head_gn.values()))
     if ok: self.optimizer.step()
     skipped = rolled_back = 0
     if self._probation is not None and (not ok or not _all_finite(params)):  # a live change broke this step: undo it
@@ -466,7 +477,7 @@ def _update(self:Trainer, mb:Experience, c:dict, step:int) -> dict:
                              f'(step {step}, last loss {float(loss.detach())}, grad norm {float(gn)}); the run stops here. '
                              f'Last good checkpoint: {self.last_checkpoint}. Try a lower learning_rate or beta, or is_mode="cap".')
     return dict(m, grad_norm=float(gn), entropy=_masked_mean(out.entropy.detach(), mb.mask), _lr=lr, _skipped=skipped,
-                _rolled_back=rolled_back)
+                _rolled_back=rolled_back, **{k: float(v) for k, v in head_gn.items()})
 
 def _all_finite(tensors) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
@@ -474,10 +485,10 @@ def _all_finite(tensors) -> bool:
 # %% ../nbs/09_trainer.ipynb #2861584c
 @patch
 def _update_metrics(self:Trainer, updates:list) -> dict:
-    "The mini-batches' metrics: loss metrics as `actor/<recipe name>` (mean over mini-batches), optimizer counts and rates."
-    keys = [k for k in (updates[0] if updates else {}) if not k.startswith('_')]
-    out = {f'actor/{k}': float(np.mean([u[k] for u in updates if u.get(k) is not None and math.isfinite(u[k])] or [math.nan]))
-           for k in keys}
+    "The mini-batches' metrics: loss metrics as `actor/<recipe name>` (a name with a '/' as it is; mean over mini-batches), optimizer counts, rates and separately clipped heads' norms."
+    mean = lambda k: float(np.mean([u[k] for u in updates if u.get(k) is not None and math.isfinite(u[k])] or [math.nan]))
+    out = {_metric_name(k): mean(k) for k in (updates[0] if updates else {}) if not k.startswith('_')}
+    out.update({f'optim/{k[1:]}': mean(k) for k in (updates[0] if updates else {}) if k.endswith('_grad_norm')})
     out.update({'optim/skipped_steps': sum(u['_skipped'] for u in updates),
                 'optim/rolled_back_steps': sum(u['_rolled_back'] for u in updates)})
     if updates:
@@ -561,6 +572,7 @@ def _rollback(self:Trainer, step:int, why:str):
 def train_step(self:Trainer, last:bool=False) -> dict:
     "One RL step: sample → reward → experience (π_old, π_ref, advantages) → K updates → sync → hooks; returns its metrics."
     step, cfg = self.step_count + 1, self.config
+    self.algorithm.begin_step(step)
     c = self._apply_controls(step)
     t0 = time.perf_counter()
     rows = self._sample_rows()                                                         # 1. sample
