@@ -1,7 +1,7 @@
 # Small conveniences; tools/test.sh and tools/demo.sh remain the two commands that matter.
 PY ?= .venv/bin/python
 
-.PHONY: docs docs-check docs-browser venv
+.PHONY: docs docs-check docs-browser venv dashboard-image
 
 venv:
 	bash tools/venv.sh
@@ -19,3 +19,11 @@ docs-check:
 # Screenshots of the home page and a tutorial in headless Chromium → build/docs-screenshots/
 docs-browser:
 	$(PY) tools/docs_browser.py
+
+# The README's and the docs' dashboard picture (nbs/images/dashboard.png): tests/test_dashboard_browser.py runs a demo in
+# JupyterLab in headless Chromium (run directory runs/flowrl-demo) and saves the screenshot; this copies it into place.
+dashboard-image:
+	mkdir -p build/dashboard-shot
+	FLOWRL_NB_TEST_OUTPUT=$(CURDIR)/build/dashboard-shot HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+	  $(PY) -m pytest tests/test_dashboard_browser.py -q -p no:cacheprovider -k test_dashboard_in_jupyterlab
+	cp build/dashboard-shot/dashboard.png nbs/images/dashboard.png
