@@ -87,7 +87,7 @@ def test_docs_in_browser(build):
     problems = docs_browser.check_pages()
     assert not problems, '\n'.join(problems)
     for page in docs_browser.SHOT_PAGES:
-        for suffix in ('', '_top', '_scrolled'):
+        for suffix in ('', '_top', '_scrolled', '_bottom'):
             shot = docs_browser.SHOTS / f'{docs_browser.shot_name(page)}{suffix}.png'
             assert shot.exists() and shot.stat().st_size > 10_000, shot
     assert (docs_browser.SHOTS / 'search.png').stat().st_size > 10_000

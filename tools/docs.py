@@ -481,12 +481,12 @@ html { scroll-padding-top: 16px; }
 body { margin:0; display:flex; align-items:flex-start; font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; color:var(--fg); }
 a { color:var(--accent); text-decoration:none; } a:hover { text-decoration:underline; }
 /* the sidebar and the table of contents stay in view while the page scrolls */
-.sidebar { flex:0 0 260px; position:sticky; top:0; height:100vh; overflow-y:auto; padding:20px 16px; background:var(--bg2);
+.sidebar { flex:0 0 250px; position:sticky; top:0; height:100vh; overflow-y:auto; padding:20px 16px; background:var(--bg2);
            border-right:1px solid var(--line); font-size:14.5px; scrollbar-width:thin; }
 .site-title { display:block; font-weight:700; font-size:20px; margin-bottom:12px; color:var(--fg); }
 .search input { width:100%; padding:7px 10px; border:1px solid var(--line); border-radius:6px; font:inherit; background:#fff; }
 .search input:focus { outline:2px solid #9cc3ef; border-color:var(--accent); }
-.search-results { position:fixed; z-index:20; left:268px; top:12px; width:min(720px, calc(100vw - 290px)); max-height:calc(100vh - 24px);
+.search-results { position:fixed; z-index:20; left:258px; top:12px; width:min(720px, calc(100vw - 290px)); max-height:calc(100vh - 24px);
                   overflow-y:auto; background:#fff; border:1px solid var(--line); border-radius:8px; box-shadow:0 8px 28px rgba(0,0,0,.18);
                   padding:6px; font-size:14.5px; }
 .search-note { padding:6px 10px; color:var(--muted); font-size:13px; }
@@ -499,8 +499,8 @@ a { color:var(--accent); text-decoration:none; } a:hover { text-decoration:under
 .nav li a.active { background:#dde9f7; font-weight:600; }
 .section-title { display:block; margin-top:12px; padding:3px 8px; font-weight:700; color:var(--muted); text-transform:uppercase;
                  font-size:12px; letter-spacing:.05em; }
-.content { flex:1 1 auto; min-width:0; max-width:960px; padding:28px 40px 60px; }
-.toc { flex:0 0 230px; position:sticky; top:0; max-height:100vh; overflow-y:auto; padding:30px 16px 30px 4px; font-size:13.5px; scrollbar-width:thin; }
+.content { flex:1 1 auto; min-width:0; max-width:980px; padding:28px 32px 60px; }
+.toc { flex:0 0 215px; position:sticky; top:0; max-height:100vh; overflow-y:auto; padding:30px 16px 30px 4px; font-size:13.5px; scrollbar-width:thin; }
 .toc:empty { visibility:hidden; }
 .toc::before { content:"On this page"; display:block; font-weight:700; color:var(--muted); text-transform:uppercase; font-size:12px;
                letter-spacing:.05em; margin:0 0 8px 10px; }
@@ -513,7 +513,7 @@ h2 { margin-top:34px; padding-bottom:4px; border-bottom:1px solid var(--line); }
 h1:hover .anchor-link, h2:hover .anchor-link, h3:hover .anchor-link, h4:hover .anchor-link { visibility:visible; }
 /* wide code, outputs, tables and formulas scroll inside their box instead of being cut off */
 pre { background:var(--bg2); border:1px solid var(--line); border-radius:6px; padding:10px 12px; overflow-x:auto;
-      font-size:13.5px; line-height:1.45; scrollbar-width:thin; }
+      font-size:13px; line-height:1.45; scrollbar-width:thin; }
 code { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size:.9em; }
 p code, li code, td code { background:var(--bg2); padding:1px 4px; border-radius:4px; }
 table { border-collapse:collapse; margin:12px 0; font-size:14.5px; display:block; max-width:100%; width:max-content; overflow-x:auto; scrollbar-width:thin; }

@@ -8,8 +8,8 @@ of the page (wide code, tables and formulas scroll inside their box); no JavaScr
 screenshot pages it also scrolls to the bottom and checks that the sidebar and the contents column are still in view.
 Then it types a query into the search box and checks that a result links to the expected section, over http and from
 file://. Screenshots go to build/docs-screenshots/ (`<page>_top.png` what a reader sees first, `<page>.png` the whole
-page, `<page>_scrolled.png` half-way down, `<page>_table.png` and `<page>_math.png` the first table and displayed
-formula up close, `search.png` the results). Exits 0 on success, 1 on a failed check, and 2
+page, `<page>_scrolled.png` half-way down, `<page>_bottom.png` its end, `<page>_table.png` and `<page>_math.png` the first table and displayed
+formula up close, `trainer_trainer.png` the Trainer's signature, `search.png` the results). Exits 0 on success, 1 on a failed check, and 2
 when Chromium or Playwright is missing (the pytest wrapper turns that into a skip).
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ WIDTH, HEIGHT = 1400, 900
 SHOT_PAGES = ('index.html', 'tutorials/flowrl_in_five_minutes.html', 'explanations/when_does_flowrl_match.html',
               'trainer.html', 'tutorials/reading_the_objective.html')
 DEFAULT_PAGES = SHOT_PAGES
+CLOSE_UPS = {'trainer.html': ('trainer', '.output_markdown:has(#trainer)')}  # page: (name, a block to screenshot up close)
 SEARCH = ('importance weight', 'objective.html#the-importance-weight')  # a query, and the section a top result must be
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync']
@@ -104,7 +105,8 @@ def _check_page(page, name: str, order: list[str], problems: list, shots: Path |
         stem = shot_name(name)
         page.screenshot(path=str(shots / f'{stem}_top.png'))                 # what a reader sees first
         page.screenshot(path=str(shots / f'{stem}.png'), full_page=True)     # the whole page
-        for sel, what in (('.content table', 'table'), ('.content .math.display', 'math')):  # the first of each, up close
+        close = [CLOSE_UPS[name][::-1]] if name in CLOSE_UPS else []
+        for sel, what in [('.content table', 'table'), ('.content .math.display', 'math'), *close]:  # the first of each, up close
             if page.locator(sel).count():
                 page.locator(sel).first.scroll_into_view_if_needed()
                 page.locator(sel).first.screenshot(path=str(shots / f'{stem}_{what}.png'))
@@ -112,6 +114,7 @@ def _check_page(page, name: str, order: list[str], problems: list, shots: Path |
         page.evaluate(f'window.scrollTo(0, {height // 2})'); page.wait_for_timeout(150)
         page.screenshot(path=str(shots / f'{stem}_scrolled.png'))            # half-way down: sidebar and contents in view
         page.evaluate(f'window.scrollTo(0, {height})'); page.wait_for_timeout(150)
+        page.screenshot(path=str(shots / f'{stem}_bottom.png'))              # the end: previous/next, sidebar still there
         s = page.evaluate(JS_STICKY)
         if s['scrollY'] > 0:  # a page taller than the window: the sidebar and the contents stay in view at its bottom
             if not (s['sidebar'] and s['sidebar']['top'] == 0 and s['title']['visible']):

@@ -26,6 +26,10 @@
         if (targets[i] && targets[i].getBoundingClientRect().top < 90) current = i;
       }
       links.forEach(function (a, i) { a.classList.toggle('current', i === current); });
+      var toc = links[current].closest('nav.toc'), a = links[current];  // keep the current entry in the column's view
+      if (toc && (a.offsetTop < toc.scrollTop || a.offsetTop + a.offsetHeight > toc.scrollTop + toc.clientHeight)) {
+        toc.scrollTop = a.offsetTop - toc.clientHeight / 3;
+      }
     }
     window.addEventListener('scroll', update, {passive: true});
     update();
