@@ -6,9 +6,11 @@ PY ?= .venv/bin/python
 venv:
 	bash tools/venv.sh
 
-# The docs site, offline (Quarto cannot be installed here): nbdev's notebook processing → _proc/, static HTML → _docs/,
-# then the checks CI runs (a page per notebook, every public name with its signature and parameter docs, tutorial
-# plots, no tracebacks, no broken internal links). Where Quarto is installed, `nbdev_docs` builds the same site.
+# The docs site, offline (Quarto cannot be installed here): nbdev's notebook processing → _proc/, static HTML → _docs/
+# with search, contents, previous/next and KaTeX (npm packages tools/venv.sh installs into .venv/site), then the checks
+# CI runs (a page per notebook, every public name with its signature and parameter docs, tutorial plots, no tracebacks,
+# no broken internal links, search index, contents and page links, no local paths). Where Quarto is installed,
+# `nbdev_docs` builds the same site.
 docs: venv
 	$(PY) tools/docs.py
 	$(PY) tools/check_docs.py
@@ -16,7 +18,7 @@ docs: venv
 docs-check:
 	$(PY) tools/check_docs.py
 
-# Screenshots of the home page and a tutorial in headless Chromium → build/docs-screenshots/
+# Every page checked in headless Chromium at 1,400 px, search tried, screenshots → build/docs-screenshots/
 docs-browser:
 	$(PY) tools/docs_browser.py
 
