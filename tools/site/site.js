@@ -25,6 +25,11 @@
       for (var i = 0; i < targets.length; i++) {
         if (targets[i] && targets[i].getBoundingClientRect().top < 90) current = i;
       }
+      if (window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 2) {  // at the end: the last section
+        for (var j = targets.length - 1; j >= 0; j--) {
+          if (targets[j] && targets[j].getBoundingClientRect().top < window.innerHeight) { current = j; break; }
+        }
+      }
       links.forEach(function (a, i) { a.classList.toggle('current', i === current); });
       var toc = links[current].closest('nav.toc'), a = links[current];  // keep the current entry in the column's view
       if (toc && (a.offsetTop < toc.scrollTop || a.offsetTop + a.offsetHeight > toc.scrollTop + toc.clientHeight)) {
