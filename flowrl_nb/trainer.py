@@ -4,7 +4,8 @@
 
 # %% ../nbs/09_trainer.ipynb #ba3bd83c
 from __future__ import annotations
-import contextlib, copy, datetime, math, os, random, shutil, threading, time, traceback, warnings
+import contextlib, contextvars, copy, datetime, math, os, random, shutil, threading, time, traceback, warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch
@@ -282,18 +283,20 @@ def resolve_tis_cap(cfg:FlowRLConfig, engine) -> FlowRLConfig:
     return cfg.replace(tis_cap=None if engine.logprobs_match_policy else VLLM_TIS_CAP)
 
 # %% ../nbs/09_trainer.ipynb #22474a16
+_RESUMING = contextvars.ContextVar('flowrl_nb_trainer_resuming', default=False)  # True while `Trainer.resume` builds a trainer
+
 class Trainer:
     "FlowRL / GRPO / REINFORCE++ on a Hugging Face causal LM with LoRA or QLoRA adapters."
     def __init__(self,
                  config:FlowRLConfig|None=None, # the run's settings (default: the built-in tiny CPU run)
-                 reward_funcs=None,  # reward functions, called as TRL calls them: `fn(completions, **kwargs) -> list[float]` (default: the task's)
-                 reward_weights=None, # one weight per reward function (default: all 1)
+                 reward_funcs:Callable|list|dict|None=None, # reward functions, called as TRL calls them: `fn(completions, **kwargs) -> list[float]` (default: the task's)
+                 reward_weights:list|None=None, # one weight per reward function (default: all 1)
                  rows:list|None=None, # prompt rows `{"prompt": str or chat messages, **columns}` (default: the task's)
-                 engine=None,        # a `RolloutEngine` (default: the one `config.rollout_engine` names, on the policy)
-                 run_dir=None,       # where config, metrics and checkpoints go (default: `config.output_dir` or runs/<algo>-<time>)
+                 engine:RolloutEngine|None=None, # a `RolloutEngine` (default: the one `config.rollout_engine` names, on the policy)
+                 run_dir:str|Path|None=None, # where config, metrics and checkpoints go (default: `config.output_dir` or runs/<algo>-<time>)
                  hooks:list|None=None, # what runs after each step (default: `default_hooks(config)`)
-                 _resume:bool=False, # internal (`Trainer.resume`): continue the run in `run_dir` instead of setting it aside
                  **overrides):       # config fields to override, e.g. `beta=5.0`
+        resuming = _RESUMING.get()  # Trainer.resume: continue the run in run_dir instead of setting it aside
         cfg = config if config is not None else FlowRLConfig()
         if overrides: cfg = cfg.replace(**overrides)
         self.config = cfg
@@ -346,10 +349,10 @@ class Trainer:
         self._thread, self._stop_requested = None, False
         self._unpaused, self._checkpoint_requested, self._busy = threading.Event(), threading.Event(), threading.Lock()
         self._unpaused.set()
-        if not _resume: set_aside_previous_run(self.run_dir)  # a new run never appends to an old run's log
+        if not resuming: set_aside_previous_run(self.run_dir)  # a new run never appends to an old run's log
         self.log = RunLog(self.run_dir)
         cfg.to_yaml(self.run_dir / 'config.yaml')
-        if not _resume: self.log.log_meta(algorithm=cfg.algorithm, expected=sorted(self.expected_metrics()))
+        if not resuming: self.log.log_meta(algorithm=cfg.algorithm, expected=sorted(self.expected_metrics()))
 
     @staticmethod
     def _controls_of(cfg:FlowRLConfig) -> dict: return {k: getattr(cfg, k) for k in LIVE_FIELDS}
@@ -730,7 +733,9 @@ def resume(cls:Trainer, run_dir, # a run directory written by a trainer (holds c
     cfg = FlowRLConfig.from_yaml(run_dir / 'config.yaml')
     _check_resume_overrides(run_dir, cfg, {k: v for k, v in kwargs.items() if k in STATE_FIELDS})
     torn = _torn_last_line(run_dir / 'metrics.jsonl')
-    tr = cls(cfg, run_dir=run_dir, _resume=True, **kwargs)
+    token = _RESUMING.set(True)  # the trainer keeps the run in run_dir instead of setting it aside
+    try: tr = cls(cfg, run_dir=run_dir, **kwargs)
+    finally: _RESUMING.reset(token)
     skipped = []
     for ckpt in ckpts:
         try: tr.load_checkpoint(ckpt)

@@ -155,8 +155,10 @@ def drag_beta_to_a_tenth(page):
 
 
 def test_dashboard_in_jupyterlab(tmp_path):
-    out, run_dir = output_dir(tmp_path), tmp_path / 'run'
-    with notebook_page(tmp_path, out, 'dashboard.ipynb', NOTEBOOK.format(run_dir=str(run_dir)), 3400) as (page, errors):
+    # a run directory named as a user's would be, relative to the notebook (the screenshot is the README's picture:
+    # it must not show a temporary path)
+    out, run_dir = output_dir(tmp_path), tmp_path / 'runs' / 'flowrl-demo'
+    with notebook_page(tmp_path, out, 'dashboard.ipynb', NOTEBOOK.format(run_dir='runs/flowrl-demo'), 3400) as (page, errors):
         button = dashboard_buttons(page, 120_000)  # the dashboard renders: the Start button and the β slider
         button('Start').click()
         until(lambda: len(load_run(run_dir).metrics) >= 2, 'two steps in the log', 120)
@@ -181,6 +183,12 @@ def test_dashboard_in_jupyterlab(tmp_path):
         page.wait_for_timeout(1500)  # let the last redraw land before the picture
         page.screenshot(path=str(out / 'dashboard.png'), full_page=True)
         print(f'screenshot: {out / "dashboard.png"}; points before {before}, after {after}')
+        # the picture (nbs/images/dashboard.png) shows what a user's run shows: the run's own name, no temporary path,
+        # no warning output (bitsandbytes' import-time 'kernels' notice is dropped by flowrl_nb.model)
+        shown = page.locator('.jp-NotebookPanel:visible').first.inner_text()
+        assert 'runs/flowrl-demo' in shown and str(tmp_path) not in shown and '/tmp/' not in shown, shown[:2000]
+        assert not page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').count(), \
+            page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').all_inner_texts()
         # stop from the page; the status line says so
         button('Stop').click()
         page.wait_for_selector('.jp-OutputArea b:has-text("stopped")', timeout=90_000)
@@ -218,8 +226,8 @@ dash
 
 def test_dashboard_drives_a_trl_run_in_jupyterlab(tmp_path):
     "The same dashboard on FlowRL-on-TRL (`TRLRun`): Start from the page, charts fill, a dragged β lands, Stop saves."
-    out, run_dir = output_dir(tmp_path), tmp_path / 'run'
-    with notebook_page(tmp_path, out, 'trl_dashboard.ipynb', TRL_NOTEBOOK.format(run_dir=str(run_dir)), 3000) as (page, errors):
+    out, run_dir = output_dir(tmp_path), tmp_path / 'runs' / 'flowrl-trl'
+    with notebook_page(tmp_path, out, 'trl_dashboard.ipynb', TRL_NOTEBOOK.format(run_dir='runs/flowrl-trl'), 3000) as (page, errors):
         button = dashboard_buttons(page, 180_000)
         button('Start').click()
         until(lambda: run_dir.joinpath('metrics.jsonl').exists() and len(load_run(run_dir).metrics) >= 2,

@@ -1,11 +1,16 @@
-"""Check the built docs site (`_docs/`, from `make docs`): `python tools/check_docs.py`. Exits 1 with a list of problems.
+r"""Check the built docs site (`_docs/`, from `make docs`): `python tools/check_docs.py`. Exits 1 with a list of problems.
 
 * every notebook has a page, and is in a section of the sidebar (nbs/sidebar.yml);
 * every public name in each module's `__all__` is on its notebook's page: a function or class with its show_doc block
   (heading, signature with every parameter, and each parameter's docment); any other name (a constant) at least by name;
 * every tutorial page shows the Plotly figures saved in its notebook (and each tutorial has at least one);
 * no page shows a raw error traceback;
-* every internal link, image, script and stylesheet resolves, including `#anchors`.
+* every internal link, image, script and stylesheet resolves, including `#anchors`;
+* what a Quarto site has: a search index covering every page (and finding "importance weight" in the objective's
+  section on it), an on-page table of contents listing each h2/h3, previous/next links in sidebar order;
+* what a reader should not see: a path of the machine that built the site (a virtualenv, site-packages, a pytest temp
+  folder), a printed Markdown table left as monospace text, a descriptive subscript set in italics (`\pi_{ref}`:
+  write `\pi_{\mathrm{ref}}`), and on the trainer's page a `NoneType=None` signature or a private parameter.
 """
 from __future__ import annotations
 import argparse, ast, functools, importlib, inspect, json, re, sys
@@ -14,7 +19,14 @@ from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tools'))
-from docs import _PLOTLY_MIME, load_sidebar, notebooks, page_name, sidebar_pages  # noqa: E402
+from docs import ASSETS, SEARCH_INDEX, _PLOTLY_MIME, _TABLE_RULE, load_sidebar, notebooks, page_name, sidebar_pages  # noqa: E402
+
+# a path of the machine that built the site, shown in an output or a warning
+LOCAL_PATH = re.compile(r'/\.venv/|site-packages/|/tmp/pytest-|pytest-of-')
+# a subscript of several letters in italics, as TeX sets `\pi_{ref}` (the product r·e·f) or `\pi_ref` (π_r, then ef)
+ITALIC_SUBSCRIPT = re.compile(r'(?<!\\)_(\{\s*[A-Za-z]{2,}\s*\}|[A-Za-z]{2,})')  # (`\_` is an underscore)
+SEARCH_CHECK = ('importance weight', 'objective.html#the-importance-weight')  # a query, and a section that must hold it
+CLEAN_SIGNATURES = ('trainer.html',)  # pages whose show_doc signatures must not show `NoneType` (unannotated `=None`)
 
 
 @functools.lru_cache(None)
@@ -83,6 +95,9 @@ def check_api(site: Path, problems: list, lib: Path) -> int:
             try: params = [p for p in inspect.signature(obj).parameters if p not in ('self', 'cls')]
             except (TypeError, ValueError): params = []
             for p in params:
+                if p.startswith('_'):
+                    problems.append(f'API: {key}: its public signature has the private parameter `{p}` (on {tpage}); '
+                                    'keep internals out of the signature')
                 if not re.search(rf'(?<![\w.]){re.escape(p)}(?!\w)', block):
                     problems.append(f'API: {key}: parameter `{p}` is missing from its signature on {tpage}')
             try: docs = docments(obj, full=True)
@@ -152,6 +167,62 @@ def check_html(site: Path, problems: list) -> int:
     return n
 
 
+def check_reader_view(site: Path, nbs: Path, files: list[str], problems: list) -> dict:
+    "Search index, table of contents, previous/next, and what a reader should not see (see the module docstring)."
+    order = [page_name(p) for p in sidebar_pages(load_sidebar(nbs, files))]
+    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html'))
+    # the search index: a script defining window.SEARCH_DOCS, a section list covering every page
+    idx_path, docs = site / ASSETS / SEARCH_INDEX, []
+    if not idx_path.is_file(): problems.append(f'search: {idx_path} does not exist')
+    else:
+        text = idx_path.read_text(encoding='utf-8')
+        m = re.fullmatch(r'window\.SEARCH_DOCS = (.*);\s*', text, re.DOTALL)
+        try: docs = json.loads(m.group(1)) if m else []
+        except ValueError: docs = []
+        if not docs: problems.append(f'search: {idx_path} holds no search documents (window.SEARCH_DOCS = [...])')
+        missing = sorted(set(pages) - {d['url'].partition('#')[0] for d in docs}) if docs else []
+        if missing: problems.append(f'search: {len(missing)} page(s) are not in the search index: {missing[:5]}')
+        q, want = SEARCH_CHECK
+        hits = [d['url'] for d in docs if all(w in (d['heading'] + ' ' + d['text']).lower() for w in q.split())]
+        if docs and want not in hits: problems.append(f'search: the index has no section {want} with the words {q!r} ({hits[:5]})')
+    ntoc = 0
+    for rel in pages:
+        s = _soup(site / rel)
+        content = s.select_one('main.content')
+        if content is None: problems.append(f'page: {rel} has no main.content'); continue
+        heads = [h['id'] for h in content.find_all(['h2', 'h3'], id=True)]
+        toc = [unquote(a['href'][1:]) for a in s.select('nav.toc a[href^="#"]')]
+        ntoc += len(toc)
+        if toc != heads:
+            problems.append(f'toc: {rel}: the table of contents lists {len(toc)} sections, the page has {len(heads)} h2/h3 headings')
+        if rel in order:
+            i = order.index(rel)
+            for cls, j in (('prev', i - 1), ('next', i + 1)):
+                a = s.select_one(f'nav.page-nav a.{cls}')
+                want = order[j] if 0 <= j < len(order) else None
+                got = (p.parent if (p := (site / rel)) else site) and (a and (site / rel).parent.joinpath(unquote(a['href'])).resolve())
+                if (want is None) != (a is None) or (want and got != (site / want).resolve()):
+                    problems.append(f'page-nav: {rel}: the {cls} link is {a and a["href"]}, expected {want} (sidebar order)')
+        text = content.get_text(' ')
+        for m in LOCAL_PATH.finditer(text):
+            problems.append(f'local path: {rel} shows a path of the machine that built it: ...{text[max(0, m.start() - 80):m.end() + 40]!r}...')
+            break
+        for pre in content.select('.output_text pre, .output_stream pre'):
+            lines = pre.get_text().splitlines()
+            if any(l.strip().startswith('|') and _TABLE_RULE.match(lines[i + 1]) for i, l in enumerate(lines[:-1])):
+                problems.append(f'table: {rel} shows a printed Markdown table as monospace text'); break
+        for span in content.select('span.math'):
+            if m := ITALIC_SUBSCRIPT.search(span.get_text()):
+                problems.append(f'math: {rel}: {span.get_text()[:80]!r} sets the subscript {m.group(1)!r} in italics '
+                                '(write \\mathrm{...}, as in \\pi_{\\mathrm{ref}})')
+        if rel in CLEAN_SIGNATURES:
+            for box in content.select('.output_markdown'):
+                if box.find(re.compile(r'^h[1-6]$')) and box.find('pre') and 'NoneType' in box.find('pre').get_text():
+                    problems.append(f'signature: {rel}: {box.find(re.compile(r"^h[1-6]$")).get_text().strip("#")} shows a '
+                                    'parameter as NoneType=None: annotate it (e.g. `x:list|None=None`)')
+    return dict(search_docs=len(docs), toc_links=ntoc)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description='Check the built docs site.')
     ap.add_argument('--site', default=str(ROOT / '_docs'))
@@ -164,7 +235,9 @@ def main(argv=None) -> int:
     nsym = check_api(site, problems, lib)
     nfig = check_tutorials(site, nbs, files, problems)
     nlinks = check_html(site, problems)
-    print(f'[check_docs] {len(files)} notebooks, {nsym} public names, {nfig} tutorial figures, {nlinks} internal links checked')
+    rv = check_reader_view(site, nbs, files, problems)
+    print(f'[check_docs] {len(files)} notebooks, {nsym} public names, {nfig} tutorial figures, {nlinks} internal links, '
+          f'{rv["search_docs"]} search sections, {rv["toc_links"]} contents links checked')
     for p in problems: print('FAILED:', p, file=sys.stderr)
     if problems: print(f'[check_docs] {len(problems)} problem(s)', file=sys.stderr)
     return 1 if problems else 0

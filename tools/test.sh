@@ -18,13 +18,15 @@ missing=""
 command -v chromium >/dev/null 2>&1 || missing="chromium"
 command -v bwrap >/dev/null 2>&1 || missing="${missing:+$missing }bubblewrap"
 command -v mpirun >/dev/null 2>&1 || missing="${missing:+$missing }openmpi-bin"
+command -v npm >/dev/null 2>&1 || missing="${missing:+$missing }npm"  # the docs site's KaTeX and MiniSearch (tools/venv.sh)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[test] installing Debian $missing for the browser tests and the code sandbox" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null 2>&1 \
-      || echo "[test] could not install $missing (no chromium: browser tests skipped; no bubblewrap: the sandbox's weaker fallback; no openmpi-bin: the accelerate-launch test skipped)" >&2
+      || echo "[test] could not install $missing (no chromium: browser tests skipped; no bubblewrap: the sandbox's weaker fallback; no openmpi-bin: the accelerate-launch test skipped; no npm: the docs build fails)" >&2
+    case " $missing " in *" npm "*) bash tools/venv.sh || true;; esac  # now it can install the docs site's libraries
   else
-    echo "[test] $missing missing, cannot be installed here (needs root + apt) (no chromium: browser tests skipped; no bubblewrap: the sandbox's weaker fallback; no openmpi-bin: the accelerate-launch test skipped)" >&2
+    echo "[test] $missing missing, cannot be installed here (needs root + apt) (no chromium: browser tests skipped; no bubblewrap: the sandbox's weaker fallback; no openmpi-bin: the accelerate-launch test skipped; no npm: the docs build fails)" >&2
   fi
 fi
 # Tests must be deterministic and must never reach for a model hub.

@@ -13,3 +13,16 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.flowrl_nb_stamp 2>/dev/null)" !=
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,quant,math,embed,smol,trl]' >&2
   echo "$stamp_src" > .venv/.flowrl_nb_stamp
 fi
+# The docs site's front-end libraries (KaTeX for math, MiniSearch for search), pinned by tools/site/package-lock.json,
+# into .venv/site/node_modules; tools/docs.py copies them into the site, so building it needs no network.
+site_stamp=$(cat tools/site/package.json tools/site/package-lock.json | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/site/.stamp 2>/dev/null)" != "$site_stamp" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "[venv] installing the docs site's KaTeX and MiniSearch (npm ci -> .venv/site)" >&2
+    rm -rf .venv/site && mkdir -p .venv/site && cp tools/site/package.json tools/site/package-lock.json .venv/site/
+    if (cd .venv/site && npm ci --no-audit --no-fund --loglevel=error >&2); then echo "$site_stamp" > .venv/site/.stamp
+    else echo "[venv] npm ci failed: the docs build (make docs) will say what is missing" >&2; fi
+  else
+    echo "[venv] npm not found: the docs build (make docs) needs it for its search and math libraries (apt-get install npm)" >&2
+  fi
+fi
