@@ -116,6 +116,7 @@ def time_figure(runs, # `Run`s to overlay (from `load_run`, or `RunTail.run` whi
         for j, (metric, label) in enumerate(p.series):
             color, dash = _line_style(0, j, len(runs)) if len(runs) == 1 else ('#444444', 'dot' if j else 'solid')
             fig.add_trace(go.Scatter(x=[None], y=[None], mode='lines', name=label, legend=legend, hoverinfo='skip',
+                                     hovertemplate=f'key: {label}<extra></extra>',
                                      line=dict(color=color, dash=dash, width=2)), row=k // cols + 1, col=k % cols + 1)
         fig.update_layout({legend: dict(x=xd[0], y=yd[1], xanchor='left', yanchor='bottom', orientation='h',
                                         itemclick=False, itemdoubleclick=False, font=dict(size=10), itemwidth=30,
@@ -241,10 +242,13 @@ def coverage_now_figure(enumerable:bool=False, # add the per-prompt panel (enume
         fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.12)
         cells, axes = [(1, 1), (1, 2)], ['', '2']
     if enumerable:
-        fig.add_trace(go.Bar(x=[], y=[], name='target p*_∞ (π_ref on correct)', marker_color=SECOND_LINE, legend='legend2'), row=1, col=1)
-        fig.add_trace(go.Bar(x=[], y=[], name='policy π (on correct)', marker_color=COLORS[0], legend='legend2'), row=1, col=1)
-        fig.update_xaxes(tickangle=-60, tickfont=dict(size=9), type='category', row=1, col=1)
-        fig.update_yaxes(title_text='probability', row=1, col=1)
+        hover = 'answer %{{x}}<br>{}: %{{y:.4f}}<extra></extra>'
+        fig.add_trace(go.Bar(x=[], y=[], name='target p*', marker_color=SECOND_LINE, legend='legend2',
+                             hovertemplate=hover.format('target p*_∞ (π_ref on the correct answers)')), row=1, col=1)
+        fig.add_trace(go.Bar(x=[], y=[], name='policy π', marker_color=COLORS[0], legend='legend2',
+                             hovertemplate=hover.format('policy π on the correct answers (π_C)')), row=1, col=1)
+        fig.update_xaxes(tickangle=-60, tickfont=dict(size=9), type='category', visible=False, row=1, col=1)  # shown with data
+        fig.update_yaxes(title_text='probability', visible=False, row=1, col=1)
         _legend_under_title(fig, 'legend2', 'xaxis', 'yaxis')
     fig.add_trace(go.Bar(x=[], y=[], name='rewards', marker_color='#7f7f7f', showlegend=False), *cells[0])
     fig.add_trace(go.Bar(x=[], y=[], name='samples', marker_color='#9ecae1', legend='legend3'), *cells[1])
@@ -292,6 +296,7 @@ def update_coverage_now(fig, # a figure from `coverage_now_figure`
         name = f'target p* ∝ exp(β·r̂), β={beta:g}'
         if fig.data[off + 2].name != name: fig.data[off + 2].name = name
         if title is not None and fig.layout.annotations[0].text != title: fig.layout.annotations[0].text = title
+        if title is not None and not fig.layout.xaxis.visible: fig.layout.xaxis.visible = fig.layout.yaxis.visible = True
     return fig
 
 # %% ../nbs/11_charts.ipynb #f5265df5
