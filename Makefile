@@ -22,10 +22,7 @@ docs-check:
 docs-browser:
 	$(PY) tools/docs_browser.py
 
-# The README's and the docs' dashboard picture (nbs/images/dashboard.png): tests/test_dashboard_browser.py runs a demo in
-# JupyterLab in headless Chromium (run directory runs/flowrl-demo) and saves the screenshot; this copies it into place.
+# The README's and the docs' dashboard picture (nbs/images/dashboard.png): the browser test's first screen of a run in
+# JupyterLab (tools/dashboard_image.py runs it and copies the picture into place; look at it before committing).
 dashboard-image:
-	mkdir -p build/dashboard-shot
-	FLOWRL_NB_TEST_OUTPUT=$(CURDIR)/build/dashboard-shot HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-	  $(PY) -m pytest tests/test_dashboard_browser.py -q -p no:cacheprovider -k test_dashboard_in_jupyterlab
-	cp build/dashboard-shot/dashboard.png nbs/images/dashboard.png
+	$(PY) tools/dashboard_image.py

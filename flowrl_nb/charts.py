@@ -14,42 +14,40 @@ from .config import ALGORITHMS
 from .runlog import Run, series
 
 # %% auto #0
-__all__ = ['TIME_CHARTS', 'CONTROL_LABELS', 'CURVES', 'TRADEOFFS', 'SWEEP_PANELS', 'Panel', 'chart_panels', 'event_label',
-           'time_figure', 'update_time_figure', 'target_weights', 'advantage_shares', 'coverage_now_figure',
-           'update_coverage_now', 'metrics_figure', 'tradeoff_figure', 'distribution_figure', 'format_value',
-           'sweep_figure']
+__all__ = ['TIME_CHARTS', 'CONTROL_LABELS', 'SECOND_LINE', 'CURVES', 'TRADEOFFS', 'SWEEP_PANELS', 'Panel', 'chart_panels',
+           'event_label', 'time_figure', 'update_time_figure', 'target_weights', 'advantage_shares',
+           'coverage_now_figure', 'update_coverage_now', 'metrics_figure', 'tradeoff_figure', 'distribution_figure',
+           'format_value', 'sweep_figure']
 
 # %% ../nbs/11_charts.ipynb #9c132c36
 @dataclass(frozen=True)
 class Panel:
-    "One small chart: `series` are `(metric name, label, line dash)` triples drawn on one y axis."
+    "One small chart: `series` are `(metric name, legend label)` pairs drawn on one y axis, the first solid, the second dotted."
     title: str
     series: tuple
     always: bool = False # shown for every run, even before any value (else: when a run logs or expects one of its metrics)
+    note: str = '' # what the panel's metric means, in its hover text (e.g. the sign convention of `ref_kl`)
 
-_S, _T = 'solid', 'dot'  # a run's own value: solid; a reference it is measured against (the target, raw weight): dotted
 TIME_CHARTS = {
     'coverage': ('Coverage over time', (
-        Panel('effective correct modes (policy ─, target ┈)',
-              (('coverage/effective_modes', 'policy', _S), ('coverage/target_effective_modes', 'target', _T))),
-        Panel('modes covered (of π on correct ─, of π ┈)',
-              (('coverage/modes_covered_correct', 'of π on correct', _S), ('coverage/modes_covered', 'of π', _T))),
-        Panel('KL(π on correct ‖ target) ─, reverse ┈',
-              (('coverage/kl_pi_target_inf', 'KL(π_C‖p*)', _S), ('coverage/kl_target_pi_inf', 'KL(p*‖π_C)', _T))),
-        Panel('mass on correct (policy ─, target β ┈)',
-              (('coverage/correct_mass', 'policy', _S), ('coverage/target_correct_mass', 'target p*_β', _T))),
-        Panel('distinct correct answers per group', (('coverage/batch_distinct_correct', 'distinct correct', _S),)),
-        Panel('reward mean', (('reward/mean', 'reward mean', _S),), True),
+        Panel('effective correct modes', (('coverage/effective_modes', 'policy π'), ('coverage/target_effective_modes', 'target p*'))),
+        Panel('modes covered', (('coverage/modes_covered_correct', 'π on correct'), ('coverage/modes_covered', 'π (all)'))),
+        Panel('KL between π on correct and p*', (('coverage/kl_pi_target_inf', 'KL(π_C‖p*)'), ('coverage/kl_target_pi_inf', 'KL(p*‖π_C)'))),
+        Panel('mass on correct answers', (('coverage/correct_mass', 'policy π'), ('coverage/target_correct_mass', 'target p*_β'))),
+        Panel('distinct correct answers per group', (('coverage/batch_distinct_correct', 'distinct correct'),)),
+        Panel('reward mean', (('reward/mean', 'reward mean'),), True),
     )),
     'internals': ('Objective internals', (
-        Panel('loss', (('actor/final_loss', 'loss', _S),), True),
-        Panel('mean log Z', (('actor/log_z', 'log Z', _S),)),
-        Panel('mean |δ|', (('actor/delta_abs', '|δ|', _S),)),
-        Panel('importance weight (used ─, raw ┈)', (('actor/importance_weight', 'used', _S), ('actor/importance_weight_raw', 'raw', _T)), True),
-        Panel('clip fraction (high ─, low ┈)', (('actor/clip_frac_high', 'high', _S), ('actor/clip_frac_low', 'low', _T)), True),
-        Panel('ref_kl', (('actor/ref_kl', 'ref_kl', _S),)),
-        Panel('entropy', (('actor/entropy', 'entropy', _S),), True),
-        Panel('grad norm', (('actor/grad_norm', 'grad norm', _S),), True),
+        Panel('loss', (('actor/final_loss', 'loss'),), True),
+        Panel('mean log Z', (('actor/log_z', 'log Z'),)),
+        Panel('mean |δ|', (('actor/delta_abs', '|δ|'),)),
+        Panel('importance weight', (('actor/importance_weight', 'used'), ('actor/importance_weight_raw', 'raw')), True),
+        Panel('clip fraction', (('actor/clip_frac_high', 'high'), ('actor/clip_frac_low', 'low')), True),
+        Panel('ref_kl = mean(log π_ref − log π)', (('actor/ref_kl', 'ref_kl'),),
+              note='ref_kl = mean(log π_ref − log π_θ) over the sampled tokens, the recipe\'s sign:<br>'
+                   'an estimate of −KL(π_θ‖π_ref), so it is ≤ 0 and falls as π moves away from π_ref'),
+        Panel('entropy', (('actor/entropy', 'entropy'),), True),
+        Panel('grad norm', (('actor/grad_norm', 'grad norm'),), True),
     )),
 }
 
@@ -67,6 +65,7 @@ def chart_panels(chart:str, # 'coverage' or 'internals' (see `TIME_CHARTS`)
 # %% ../nbs/11_charts.ipynb #c62a077c
 CONTROL_LABELS = dict(beta='β', learning_rate='lr', z_learning_rate='Z lr', is_mode='IS', is_cap='IS cap',
                       epsilon='ε low', epsilon_high='ε high', tis_cap='TIS cap', temperature='T')
+SECOND_LINE = '#8c8c8c' # the colour of a panel's second line (the target, the raw weight) when one run is shown
 
 def _fmt(v) -> str:
     if isinstance(v, float): return f'{v:.3g}'
@@ -76,40 +75,67 @@ def event_label(e:dict) -> str:
     "Short label of a control event, e.g. 'β 15→5'."
     return f"{CONTROL_LABELS.get(e.get('name'), e.get('name'))} {_fmt(e.get('old'))}→{_fmt(e.get('new'))}"
 
-def _grid(n:int): cols = 4 if n > 6 else 3 if n > 4 else max(n, 1); return -(-n // cols), cols
+def _grid(n:int, cols:int|None=None):
+    cols = cols or (4 if n > 6 else 3 if n > 4 else max(n, 1))
+    return -(-n // cols), min(cols, max(n, 1))
+
+def _line_style(i:int, j:int, n_runs:int) -> tuple:
+    "(colour, dash) of run `i`'s `j`-th line in a panel: the second line dotted, and grey when only one run is shown."
+    color = COLORS[i % len(COLORS)]
+    return (SECOND_LINE if n_runs == 1 else color, 'dot') if j else (color, 'solid')
 
 def time_figure(runs, # `Run`s to overlay (from `load_run`, or `RunTail.run` while live)
                 chart:str='coverage', # 'coverage' or 'internals' (see `TIME_CHARTS`)
-                names=None, # legend names, one per run (default: run directory names)
+                names=None, # legend names, one per run (default: `Run.label`)
                 widget:bool=False, # build a plotly `FigureWidget` (live, updated in place) instead of a `Figure`
                 max_points:int=1000, # thin lines longer than this for drawing
+                cols:int|None=None, # panels per row (default: up to 4, by the number of panels)
                ):
     "The time chart `chart` of `runs`: a grid of panels, one line per run and metric, control changes marked."
     runs = list(runs)
     panels = chart_panels(chart, runs)
-    rows, cols = _grid(len(panels))
+    rows, cols = _grid(len(panels), cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title for p in panels],
-                        horizontal_spacing=0.07, vertical_spacing=0.16 if rows > 1 else 0.1)
-    names = list(names) if names is not None else [r.path.name for r in runs]
+                        horizontal_spacing=0.09 if cols < 4 else 0.07, vertical_spacing=80 / (220 * rows - 10))  # 80 px between rows
+    names = list(names) if names is not None else [r.label for r in runs]
     for i, (run, name) in enumerate(zip(runs, names)):
         for k, p in enumerate(panels):
-            for j, (metric, label, dash) in enumerate(p.series):
+            for j, (metric, label) in enumerate(p.series):
+                color, dash = _line_style(i, j, len(runs))
+                hover = f'{html.escape(name)}<br>{label}<br>step %{{x}}: %{{y:.4g}}' + (f'<br><br>{p.note}' if p.note else '')
                 fig.add_trace(go.Scatter(x=[], y=[], mode='lines+markers', name=name, legendgroup=name,
-                                         showlegend=(k == 0 and j == 0), marker=dict(size=4, color=COLORS[i % len(COLORS)]),
-                                         line=dict(color=COLORS[i % len(COLORS)], dash=dash, width=1.6),
-                                         hovertemplate=f'{name}<br>{label}<br>step %{{x}}: %{{y:.4g}}<extra></extra>'),
+                                         showlegend=(k == 0 and j == 0), marker=dict(size=4, color=color),
+                                         line=dict(color=color, dash=dash, width=1.6), hovertemplate=hover + '<extra></extra>'),
                               row=k // cols + 1, col=k % cols + 1)
+    n_data = len(fig.data)
+    for k, p in enumerate(panels):  # a panel with two lines: its own legend, a key to them (drawn from no data)
+        if len(p.series) < 2: continue
+        ax = '' if k == 0 else str(k + 1)
+        xd, yd = fig.layout[f'xaxis{ax}'].domain, fig.layout[f'yaxis{ax}'].domain
+        legend = f'legend{k + 2}'
+        for j, (metric, label) in enumerate(p.series):
+            color, dash = _line_style(0, j, len(runs)) if len(runs) == 1 else ('#444444', 'dot' if j else 'solid')
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode='lines', name=label, legend=legend, hoverinfo='skip',
+                                     hovertemplate=f'key: {label}<extra></extra>',
+                                     line=dict(color=color, dash=dash, width=2)), row=k // cols + 1, col=k % cols + 1)
+        fig.update_layout({legend: dict(x=xd[0], y=yd[1], xanchor='left', yanchor='bottom', orientation='h',
+                                        itemclick=False, itemdoubleclick=False, font=dict(size=10), itemwidth=30,
+                                        bgcolor='rgba(0,0,0,0)', tracegroupgap=0, indentation=-6)})
     title, _ = TIME_CHARTS[chart]
-    fig.update_layout(title=dict(text=title, x=0.01, yref='container', y=0.99, yanchor='top', font=dict(size=15)), height=160 + 230 * rows,
+    fig.update_layout(title=dict(text=title, x=0.01, yref='container', y=0.99, yanchor='top', font=dict(size=15)),
+                      height=130 + 220 * rows,
                       template='plotly_white', autosize=True,  # autosize: as wide as the notebook's output area
-                      margin=dict(l=50, r=20, t=90, b=40),
+                      margin=dict(l=50, r=20, t=100, b=40),
                       legend=dict(orientation='h', yref='container', y=0.995, yanchor='top', x=1, xanchor='right'),
                       font=dict(size=11), showlegend=True)
-    fig.update_annotations(font_size=12)
+    shift = 18 if any(len(p.series) > 1 for p in panels) else 0  # room for the panels' own legends, the same in every row
+    for k, a in enumerate(fig.layout.annotations):  # panel titles flush left, above the panel's own legend
+        a.update(x=fig.layout['xaxis' + ('' if k == 0 else str(k + 1))].domain[0], xanchor='left', yshift=shift, font_size=12)
     for k in range(len(panels)):
         if k // cols == rows - 1 or k + cols >= len(panels): fig.update_xaxes(title_text='step', row=k // cols + 1, col=k % cols + 1)
     fig.update_xaxes(rangemode='tozero')
-    fig.layout.meta = dict(chart=chart, panels=[p.title for p in panels], runs=names, cols=cols, max_points=max_points)
+    fig.layout.meta = dict(chart=chart, panels=[p.title for p in panels], runs=names, cols=cols, max_points=max_points,
+                           data_traces=n_data)
     if widget: fig = go.FigureWidget(fig)
     update_time_figure(fig, runs)
     return fig
@@ -196,35 +222,47 @@ def advantage_shares(batches, # rollout batches: dicts with 'adv' (r̂ per sampl
     return xs, samples, mass
 
 # %% ../nbs/11_charts.ipynb #d9d2e328
+_WAITING = 'one prompt\'s correct completions: waiting for the first exact-coverage measurement'
+
+def _legend_under_title(fig, name:str, xaxis:str, yaxis:str):
+    "Place legend `name` at the top left of the panel on (`xaxis`, `yaxis`), just under the panel's title."
+    fig.update_layout({name: dict(x=fig.layout[xaxis].domain[0], y=fig.layout[yaxis].domain[1], xanchor='left', yanchor='bottom',
+                                  orientation='h', font=dict(size=10), bgcolor='rgba(0,0,0,0)', itemclick=False,
+                                  itemdoubleclick=False)})
+
 def coverage_now_figure(enumerable:bool=False, # add the per-prompt panel (enumerable tasks)
                         widget:bool=False): # a `FigureWidget` instead of a `Figure`
     "The empty 'coverage now' figure: reward histogram, r̂ sample vs target shares, and optionally one prompt's completions."
-    titles = ['rewards (recent batches)', 'r̂: share of samples vs of target mass']
+    titles = ['rewards (recent batches)', 'r̂: share of samples vs of the target\'s mass']
     if enumerable:
         fig = make_subplots(rows=2, cols=2, specs=[[{'colspan': 2}, None], [{}, {}]], row_heights=[0.55, 0.45],
-                            subplot_titles=['correct completions of one prompt: policy vs target'] + titles,
-                            vertical_spacing=0.2, horizontal_spacing=0.1)
-        cells = [(2, 1), (2, 2)]
+                            subplot_titles=[_WAITING] + titles, vertical_spacing=0.22, horizontal_spacing=0.12)
+        cells, axes = [(2, 1), (2, 2)], ['', '2', '3']
     else:
-        fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.1)
-        cells = [(1, 1), (1, 2)]
+        fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.12)
+        cells, axes = [(1, 1), (1, 2)], ['', '2']
     if enumerable:
-        fig.add_trace(go.Bar(x=[], y=[], name='target p*_∞', marker_color='#b0b0b0', legendgroup='prompt'), row=1, col=1)
-        fig.add_trace(go.Bar(x=[], y=[], name='policy π_C (on correct)', marker_color=COLORS[0], legendgroup='prompt'), row=1, col=1)
-        fig.update_xaxes(tickangle=-60, tickfont=dict(size=9), type='category', row=1, col=1)
-        fig.update_yaxes(title_text='probability', row=1, col=1)
+        hover = 'answer %{{x}}<br>{}: %{{y:.4f}}<extra></extra>'
+        fig.add_trace(go.Bar(x=[], y=[], name='target p*', marker_color=SECOND_LINE, legend='legend2',
+                             hovertemplate=hover.format('target p*_∞ (π_ref on the correct answers)')), row=1, col=1)
+        fig.add_trace(go.Bar(x=[], y=[], name='policy π', marker_color=COLORS[0], legend='legend2',
+                             hovertemplate=hover.format('policy π on the correct answers (π_C)')), row=1, col=1)
+        fig.update_xaxes(tickangle=-60, tickfont=dict(size=9), type='category', visible=False, row=1, col=1)  # shown with data
+        fig.update_yaxes(title_text='probability', visible=False, row=1, col=1)
+        _legend_under_title(fig, 'legend2', 'xaxis', 'yaxis')
     fig.add_trace(go.Bar(x=[], y=[], name='rewards', marker_color='#7f7f7f', showlegend=False), *cells[0])
-    fig.add_trace(go.Bar(x=[], y=[], name='share of samples', marker_color='#9ecae1'), *cells[1])
-    fig.add_trace(go.Bar(x=[], y=[], name='share of target mass exp(β·r̂)', marker_color=COLORS[3]), *cells[1])
+    fig.add_trace(go.Bar(x=[], y=[], name='samples', marker_color='#9ecae1', legend='legend3'), *cells[1])
+    fig.add_trace(go.Bar(x=[], y=[], name='target p*', marker_color=COLORS[3], legend='legend3'), *cells[1])
+    _legend_under_title(fig, 'legend3', f'xaxis{axes[-1]}', f'yaxis{axes[-1]}')
     fig.update_xaxes(title_text='reward', row=cells[0][0], col=cells[0][1])
     fig.update_yaxes(title_text='samples', row=cells[0][0], col=cells[0][1])
     fig.update_xaxes(title_text='r̂ (group advantage)', row=cells[1][0], col=cells[1][1])
     fig.update_yaxes(title_text='share', row=cells[1][0], col=cells[1][1])
     fig.update_layout(title=dict(text='Coverage now', x=0.01, yref='container', y=0.99, yanchor='top', font=dict(size=15)),
-                      barmode='group', template='plotly_white', autosize=True,
-                      height=620 if enumerable else 340, margin=dict(l=50, r=20, t=80, b=40), font=dict(size=11),
-                      legend=dict(orientation='h', yref='container', y=0.995, yanchor='top', x=1, xanchor='right'))
-    fig.update_annotations(font_size=12)
+                      barmode='group', template='plotly_white', autosize=True, showlegend=True,
+                      height=640 if enumerable else 360, margin=dict(l=50, r=20, t=80, b=40), font=dict(size=11))
+    for a, ax in zip(fig.layout.annotations, axes):  # titles flush left, above the panel's legend
+        a.update(x=fig.layout[f'xaxis{ax}'].domain[0], xanchor='left', yshift=18, font_size=12)
     fig.layout.meta = dict(chart='coverage_now', enumerable=enumerable)
     return go.FigureWidget(fig) if widget else fig
 
@@ -234,26 +272,31 @@ def update_coverage_now(fig, # a figure from `coverage_now_figure`
                         beta:float, # the β whose target weights to show
                         prompt_dist=None, # for the per-prompt panel: (title, completions, policy probs, target probs)
                        ):
-    "Fill the 'coverage now' figure in place."
+    "Fill the 'coverage now' figure in place: new bar data in one batched update, never an emptied axis."
     batches = list(batches)
     rewards = np.concatenate([np.asarray(b['rewards'], dtype=float) for b in batches]) if batches else np.zeros(0)
     rx, ridx = _bins(rewards) if len(rewards) else (np.zeros(0), np.zeros(0, int))
     rcount = np.bincount(ridx, minlength=len(rx)) if len(rewards) else np.zeros(0)
     ax, samples, mass = advantage_shares(batches, group_size, beta)
     off = 2 if fig.layout.meta['enumerable'] else 0
+    new = {}  # trace index -> (x, y); nothing here when there is no data: a chart is never emptied once drawn
+    if len(rx): new[off] = (rx.tolist(), rcount.tolist())
+    if len(ax): new[off + 1], new[off + 2] = (ax.tolist(), samples.tolist()), (ax.tolist(), mass.tolist())
+    title = prompt_dist[0] if off and prompt_dist is not None and len(prompt_dist[1]) else None
+    if title is not None:
+        _, comps, p_pol, p_tgt = prompt_dist
+        order = np.argsort(-np.asarray(p_tgt, dtype=float), kind='stable')
+        xs = [repr(comps[i])[1:-1] or '∅' for i in order]
+        new[0], new[1] = (xs, [float(p_tgt[i]) for i in order]), (xs, [float(p_pol[i]) for i in order])
     ctx = fig.batch_update() if isinstance(fig, go.FigureWidget) else _nullcontext()
     with ctx:
-        fig.data[off].x, fig.data[off].y = rx.tolist(), rcount.tolist()
-        fig.data[off + 1].x, fig.data[off + 1].y = ax.tolist(), samples.tolist()
-        fig.data[off + 2].x, fig.data[off + 2].y = ax.tolist(), mass.tolist()
-        fig.data[off + 2].name = f'share of target mass exp(β·r̂), β={beta:g}'
-        if off and prompt_dist is not None:
-            title, comps, p_pol, p_tgt = prompt_dist
-            order = np.argsort(-np.asarray(p_tgt, dtype=float), kind='stable')
-            xs = [repr(comps[i])[1:-1] or '∅' for i in order]
-            fig.data[0].x, fig.data[0].y = xs, [float(p_tgt[i]) for i in order]
-            fig.data[1].x, fig.data[1].y = xs, [float(p_pol[i]) for i in order]
-            fig.layout.annotations[0].text = title
+        for k, (x, y) in new.items():
+            tr = fig.data[k]
+            if list(tr.x or ()) != x or list(tr.y or ()) != y: tr.x, tr.y = x, y
+        name = f'target p* ∝ exp(β·r̂), β={beta:g}'
+        if fig.data[off + 2].name != name: fig.data[off + 2].name = name
+        if title is not None and fig.layout.annotations[0].text != title: fig.layout.annotations[0].text = title
+        if title is not None and not fig.layout.xaxis.visible: fig.layout.xaxis.visible = fig.layout.yaxis.visible = True
     return fig
 
 # %% ../nbs/11_charts.ipynb #f5265df5

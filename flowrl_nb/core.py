@@ -114,3 +114,11 @@ def logits_bytes(rows:int, # sequences in one optimizer step
 
 # %% ../nbs/00_core.ipynb #449578c5
 COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2')
+
+# %% ../nbs/00_core.ipynb #b9e78e9f
+import logging
+
+def _drop_bnb_kernels_notice(record:logging.LogRecord) -> bool:
+    "False for bitsandbytes' import-time notice that the optional `kernels` package (a faster CPU 4-bit gemv) is missing."
+    return not str(record.msg).startswith('Failed to load CPU gemm_4bit_forward from kernels-community')
+logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(_drop_bnb_kernels_notice)

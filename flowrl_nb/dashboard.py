@@ -14,7 +14,8 @@ from .runlog import Run, RunTail, load_run
 from .charts import TIME_CHARTS, coverage_now_figure, time_figure, update_coverage_now, update_time_figure
 
 # %% auto #0
-__all__ = ['CONTROLS', 'completions_table', 'RunCharts', 'replay', 'relevant_controls', 'RunsView', 'Dashboard', 'status_text']
+__all__ = ['CONTROLS', 'CONTROLS_WIDTH', 'completions_table', 'RunCharts', 'replay', 'relevant_controls', 'RunsView', 'Dashboard',
+           'step_pace', 'time_left', 'fmt_left', 'status_text']
 
 # %% ../nbs/13_dashboard.ipynb #4c0c10d3
 def completions_table(batch:dict|None, # a rollout batch: prompts, completions, rewards, adv
@@ -31,7 +32,7 @@ def completions_table(batch:dict|None, # a rollout batch: prompts, completions, 
     adv, extra = batch.get('adv'), batch.get('extra') or {}
     esc = lambda s: html.escape(repr(s)[1:-1] if isinstance(s, str) else str(s))
     num = lambda v, f: '—' if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, f)
-    td = 'style="padding:1px 10px;text-align:{}"'
+    td = 'style="padding:1px 8px;text-align:{};overflow-wrap:anywhere"'  # long completions wrap in a narrow column
     cell = lambda col, i: esc(col[i]) if i < len(col) else ''
     rows = ''.join(f'<tr><td {td.format("left")}><code>{esc(batch["prompts"][i])}</code></td>'
                    f'<td {td.format("left")}><code>{esc(batch["completions"][i])}</code></td>'
@@ -95,6 +96,7 @@ CONTROLS = dict( # field: (label, kind, (min, max, step)); log sliders take expo
     epsilon_high=('clip ε high', 'slider', (0.0, 2.0, 0.01)),
     temperature=('temperature', 'slider', (0.0, 3.0, 0.05)),
 )
+CONTROLS_WIDTH = 370 # px: the controls column; the charts take the rest of the width
 
 def relevant_controls(algorithm:str, # the run's algorithm
                       is_mode:str, # the importance-weight rule chosen (FlowRL)
@@ -103,20 +105,31 @@ def relevant_controls(algorithm:str, # the run's algorithm
     from flowrl_nb.algorithms import ALGORITHM_CLASSES
     return [k for k in ALGORITHM_CLASSES[algorithm].relevant_controls({'is_mode': is_mode}) if k in CONTROLS]
 
-def _control_widget(name:str, value):
-    "The widget for live field `name`, showing `value` (a slider's range is widened to include it)."
+def _fit_slider(slider, name:str, value):
+    "Move `slider` to `value`, widening its range to hold it (a log slider shows a value ≤ 0 at its left end)."
+    if CONTROLS[name][1] == 'log':
+        if not value or value <= 0: slider.value = slider.base ** slider.min; return
+        e = math.log10(value)
+        slider.min, slider.max = min(slider.min, math.floor(e)), max(slider.max, math.ceil(e))
+    else: slider.min, slider.max = min(slider.min, value), max(slider.max, value)
+    slider.value = value
+
+def _control_widget(name:str, value) -> tuple:
+    "(the value widget, its slider or None) of live field `name`, showing `value`; the value widget never clamps."
     import ipywidgets as W
     from flowrl_nb.config import IS_MODES
     label, kind, rng = CONTROLS[name]
-    common = dict(description=label, style={'description_width': '110px'}, layout=W.Layout(width='380px'))
-    if kind == 'dropdown': return W.Dropdown(options=list(IS_MODES), value=value, **common)
+    style = {'description_width': '100px'}
+    if kind == 'dropdown':
+        return W.Dropdown(options=list(IS_MODES), value=value, description=label, style=style,
+                          layout=W.Layout(width=f'{CONTROLS_WIDTH - 20}px')), None
     lo, hi, step = rng
-    if kind == 'log':
-        e = math.log10(value) if value and value > 0 else lo
-        return W.FloatLogSlider(value=10 ** e, base=10, min=min(lo, math.floor(e)), max=max(hi, math.ceil(e)), step=step,
-                                readout_format='.1e', continuous_update=False, **common)
-    return W.FloatSlider(value=value, min=min(lo, value), max=max(hi, value), step=step, readout_format='.2f',
-                         continuous_update=False, **common)
+    common = dict(description=label, style=style, readout=False, continuous_update=False, layout=W.Layout(width='250px'))
+    slider = (W.FloatLogSlider(base=10, min=lo, max=hi, step=step, **common) if kind == 'log' else
+              W.FloatSlider(min=lo, max=hi, step=step, **common))
+    _fit_slider(slider, name, value)
+    box = W.FloatText(value=value, layout=W.Layout(width='95px'), tooltip=f'{name}: type a value, then Enter')
+    return box, slider
 
 # %% ../nbs/13_dashboard.ipynb #afa4fbde
 def _poll_loop(ref, halt:threading.Event, interval:float):
@@ -137,9 +150,9 @@ class _LiveView:
     "Shared machinery of `Dashboard` and `RunsView`: tails, time-chart widgets, the polling thread."
     interval, _thread, _poll_error = 0.5, None, None
 
-    def _init_time_charts(self):
+    def _init_time_charts(self, cols:int|None=None):
         for t in self.tails: t.poll()
-        self.time_figs = {c: time_figure([t.run for t in self.tails], c, names=[t.name for t in self.tails], widget=True)
+        self.time_figs = {c: time_figure([t.run for t in self.tails], c, names=[t.name for t in self.tails], widget=True, cols=cols)
                           for c in TIME_CHARTS}
 
     def _redraw_time_charts(self, force:bool=False):
@@ -189,6 +202,28 @@ class RunsView(_LiveView):
 # %% ../nbs/13_dashboard.ipynb #3f6003a4
 _OPEN = weakref.WeakKeyDictionary() # trainer -> its open Dashboard
 
+# The two columns side by side when the output is wide enough, the controls column sticky while the charts scroll.
+# JupyterLab's output wrappers clip their overflow, which would pin a sticky column to them: this output only lets
+# it through. In a narrow output the charts wrap below the controls and nothing is sticky.
+_CSS = f'''<style>
+.flowrl-dash {{ container-type: inline-size; }}
+.flowrl-dash > .flowrl-dash-controls {{ flex: 0 0 {CONTROLS_WIDTH}px; }}
+.flowrl-dash > .flowrl-dash-charts {{ flex: 1 1 560px; min-width: 0; }}
+@container (min-width: {CONTROLS_WIDTH + 580}px) {{
+  .flowrl-dash > .flowrl-dash-controls {{ position: sticky; top: 4px; z-index: 5; max-height: calc(100vh - 8px); overflow-y: auto;
+                                            background: var(--jp-layout-color0, white); }}
+}}
+.jp-OutputArea:has(.flowrl-dash), .jp-OutputArea-child:has(.flowrl-dash), .jp-OutputArea-output:has(.flowrl-dash) {{ overflow: visible; }}
+</style>'''
+
+def _short_path(p) -> str:
+    "A run directory as a user would type it: relative to the working directory when under it, `~` for the home folder."
+    p = Path(p).resolve()
+    for base, prefix in ((Path.cwd(), ''), (Path.home(), '~/')):
+        try: return prefix + str(p.relative_to(base.resolve()))
+        except ValueError: pass
+    return str(p)
+
 class Dashboard(_LiveView):
     "Widgets to steer a `Trainer` (live controls, start/pause/stop/save) and live coverage and objective charts."
     _quiet = None # the control being set from the trainer's side (its change is not sent back)
@@ -196,7 +231,7 @@ class Dashboard(_LiveView):
                  steps:int|None=None, # steps per Start click (None: up to `config.max_steps`)
                  refresh:float|None=0.5, # seconds between redraws (None: never by itself; call `refresh()`)
                  recent:int=8, # rollout batches in the histograms
-                 table_rows:int=12, # rows of the recent-completions table
+                 table_rows:int=10, # rows of the recent-completions table (under the controls)
                 ):
         import ipywidgets as W
         prev = _OPEN.get(trainer)
@@ -210,68 +245,96 @@ class Dashboard(_LiveView):
         self.tails = [RunTail(trainer.run_dir)]
         self.tails[0].run.config = cfg
         self.tails[0].run.meta.setdefault('expected', sorted(snap.expected))
-        # controls
+        # controls: a number box (the value, never clamped) and a slider to fill it; the message under them
         values = {**trainer.controls.snapshot(), **trainer.controls.pending}
-        self.controls, self._errors, self._rows = {}, {}, {}
+        self.controls, self.sliders, self._errors, self._rows = {}, {}, {}, {}
         for name in CONTROLS:
-            w = _control_widget(name, values[name])
-            w.observe(lambda ch, name=name: self._on_control(name, ch), names='value')
-            self.controls[name], self._errors[name] = w, W.HTML('')
-            self._rows[name] = W.HBox([w, self._errors[name]])
+            box, slider = _control_widget(name, values[name])
+            box.observe(lambda ch, name=name: self._on_control(name, ch), names='value')
+            if slider is not None: slider.observe(lambda ch, name=name: self._on_slider(name, ch), names='value')
+            self.controls[name], self.sliders[name] = box, slider
+            self._errors[name] = W.HTML('', layout=W.Layout(margin='0 0 0 104px', width=f'{CONTROLS_WIDTH - 110}px'))
+            self._rows[name] = W.VBox([W.HBox([slider, box]) if slider else box, self._errors[name]])
         self._seen = values
         # buttons and status
-        B = lambda d, icon, tip: W.Button(description=d, icon=icon, tooltip=tip, layout=W.Layout(width='150px'))
+        B = lambda d, icon, tip: W.Button(description=d, icon=icon, tooltip=tip, layout=W.Layout(width='86px'))
         self.buttons = dict(start=B('Start', 'play', 'train in the background'), pause=B('Pause', 'pause', 'pause after this step'),
                             stop=B('Stop', 'stop', 'stop after this step and save a checkpoint'),
-                            save=B('Save checkpoint', 'save', 'save a checkpoint now (between steps)'))
+                            save=B('Save', 'save', 'save a checkpoint now (between steps)'))
         for k, f in dict(start=self.start, pause=self.toggle_pause, stop=self.stop, save=self.save).items():
             self.buttons[k].on_click(lambda _b, f=f: f())
-        self.status_line = W.HTML()
+        self.status_line = W.HTML(layout=W.Layout(min_height='40px'))
         # charts
         enumerable = any(k.startswith('coverage/') for k in snap.expected)
         self.prompt = W.Dropdown(options=[r['prompt'] for r in trainer.rows], description='prompt',
-                                 style={'description_width': '50px'}, layout=W.Layout(width='260px', display=None if enumerable else 'none'))
+                                 style={'description_width': '50px'}, tooltip='the prompt whose completions coverage now shows',
+                                 layout=W.Layout(width='260px', display=None if enumerable else 'none'))
         self.prompt.observe(lambda ch: self.refresh(), names='value')
         self.now_fig = coverage_now_figure(enumerable, widget=True)
         self._init_time_charts()
-        self.table = W.HTML()
-        head = W.HTML(f'<b>{html.escape(cfg.algorithm)}</b> · <code>{html.escape(str(trainer.run_dir))}</code>')
-        self.widget = W.VBox([head, W.HBox(list(self.buttons.values())), self.status_line,
-                              W.VBox([self._rows[k] for k in CONTROLS]), self.prompt, self.now_fig,
-                              *self.time_figs.values(), self.table])
+        self.table = W.HTML(layout=W.Layout(margin='8px 0 0 0'))
+        head = W.HTML(f'<div style="line-height:1.3"><b style="font-size:14px">{html.escape(self.tails[0].name)}</b> '
+                      f'<span style="color:#777">· {html.escape(cfg.algorithm)}</span><br>'
+                      f'<code style="font-size:11px">{html.escape(_short_path(trainer.run_dir))}</code></div>')
+        controls = W.VBox([W.HTML(_CSS), head, W.HBox(list(self.buttons.values())), self.status_line,
+                           *(self._rows[k] for k in CONTROLS), self.table], layout=W.Layout(padding='0 8px 0 0'))
+        self._charts = W.VBox([self.prompt, self.now_fig, *self.time_figs.values()])
+        controls.add_class('flowrl-dash-controls'); self._charts.add_class('flowrl-dash-charts')
+        self.widget = W.HBox([controls, self._charts], layout=W.Layout(flex_flow='row wrap', align_items='flex-start',
+                                                                       overflow='visible', width='100%'))
+        self.widget.add_class('flowrl-dash')
         self._show_relevant()
         self.refresh(force=True)
         if refresh: self._start_polling(refresh)
+
+    def _init_time_charts(self, cols:int=2):  # two panels a row: the charts column is narrower than the output
+        _LiveView._init_time_charts(self, cols)
 
     def __repr__(self): return f'Dashboard({self.trainer!r})'
 
 # %% ../nbs/13_dashboard.ipynb #9f119706
 @patch
 def _set_quietly(self:Dashboard, name:str, value):
-    "Set a control widget without sending the value to the trainer."
+    "Show `value` in control `name`'s box and slider without sending it to the trainer."
     with self._lock:
         self._quiet = name
-        try: self.controls[name].value = value
+        try:
+            self.controls[name].value = value
+            if self.sliders[name] is not None: _fit_slider(self.sliders[name], name, value)
         finally: self._quiet = None
 
 @patch
+def _in_force(self:Dashboard, name:str):
+    "The value of control `name` the run has or will have at its next step (a pending change, else the current value)."
+    c = self.trainer.controls
+    return {**c.snapshot(), **c.pending}[name]
+
+@patch
+def _on_slider(self:Dashboard, name:str, change):
+    "A slider was released: put its value in the control's box, which sends it."
+    if self._quiet != name: self.controls[name].value = change['new']
+
+@patch
 def _on_control(self:Dashboard, name:str, change):
-    "A control widget changed: send the value to `trainer.controls`, or show why it was refused and snap back."
+    "A control's value changed: send it to `trainer.controls`, or show why it was refused and go back to the value in force."
     if self._quiet == name: return
     with self._lock:
         try: self.trainer.controls.set(**{name: change['new']})
         except ValueError as e:
-            self._errors[name].value = f'<span style="color:#c0392b">{html.escape(str(e))}</span>'
-            self._set_quietly(name, change['old'])
+            self._errors[name].value = f'<span style="color:#c0392b;font-size:12px">{html.escape(str(e))}</span>'
+            self._set_quietly(name, self._in_force(name))
             return
-        self._errors[name].value = '<span style="color:#777">applies at the next optimizer step</span>'
+        self._errors[name].value = '<span style="color:#777;font-size:12px">applies at the next optimizer step</span>'
+        self._set_quietly(name, self._in_force(name))
     if name == 'is_mode': self._show_relevant()
 
 @patch
 def _show_relevant(self:Dashboard):
     "Show only the controls that matter for this algorithm and importance-weight rule."
     keep = relevant_controls(self.trainer.config.algorithm, self.controls['is_mode'].value)
-    for k, row in self._rows.items(): row.layout.display = None if k in keep else 'none'
+    for k, row in self._rows.items():
+        display = None if k in keep else 'none'
+        if row.layout.display != display: row.layout.display = display
 
 @patch
 def _sync_controls(self:Dashboard):
@@ -286,7 +349,6 @@ def _sync_controls(self:Dashboard):
             if k not in pending and 'next optimizer step' in self._errors[k].value: self._errors[k].value = ''
         self._seen = values
     self._show_relevant()
-
 
 # %% ../nbs/13_dashboard.ipynb #a4278148
 @patch
@@ -329,14 +391,44 @@ def _say(self:Dashboard, text:str, error:bool=False):
 
 
 # %% ../nbs/13_dashboard.ipynb #bafb078e
-def _fmt_seconds(s:float) -> str:
-    s = int(round(s))
-    return f'{s // 3600}h {s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m {s % 60:02d}s' if s >= 60 else f'{s}s'
+def step_pace(times, # wall-clock times of the last step records, in order
+              window:int=20, # steps the pace is averaged over
+              gap:float=4.0, # a step longer than `gap` × the median step is a pause, not the pace
+              period:int=1, # steps between slow ones (coverage measurements): the window is a whole number of periods
+             ) -> float|None:
+    "Seconds per step: the mean step duration over the last `window` steps, pauses left out; None with fewer than two steps."
+    window = -(-window // max(period, 1)) * max(period, 1)
+    d = np.diff(np.asarray(times[-(window + 1):], dtype=float))
+    if not len(d): return None
+    d = d[d <= gap * max(float(np.median(d)), 1e-9)]
+    return float(d.mean())
+
+def time_left(times, # wall-clock times of the step records so far
+              steps_left:int, # steps still to run
+              now:float|None=None, # the time now (default: `time.time()`)
+              tail:float=0.0, # seconds the run takes after its last step (a last background coverage measurement)
+              period:int=1, # steps between coverage measurements (see `step_pace`)
+             ) -> float|None:
+    "Seconds until the run ends at its recent pace; None until two steps have been logged."
+    pace = step_pace(times, period=period)
+    if pace is None: return None
+    since = min(max((time.time() if now is None else now) - times[-1], 0.0), pace)  # the step under way, at most one step
+    return max(pace * steps_left - since, 0.0) + tail
+
+def fmt_left(s:float) -> str:
+    "A time left, rounded so it counts down steadily: to 10 s under 5 minutes, to the minute above."
+    r = int(round(s / 10) * 10)
+    if r < 300: return f'{r // 60}m {r % 60:02d}s' if r >= 60 else f'{r}s'
+    m = int(round(s / 60))
+    return f'{m // 60}h {m % 60:02d}m' if m >= 60 else f'{m}m'
 
 def status_text(snap, # a `Trainer.snapshot()` (status, step)
                 metrics:list, # the run's step records so far
                 total:int, # the step the run goes to
                 pause_requested:bool=False, # a pause is asked for
+                now:float|None=None, # the time now (default: `time.time()`)
+                coverage_steps:int=0, # steps between coverage measurements (0: none)
+                background_coverage:bool=False, # coverage is measured in the background (the run waits for the last one)
                ) -> str:
     "One line: status, step / total, tokens per second, time left."
     st = snap.status + (' (pausing after this step)' if pause_requested and snap.status == 'running' else '')
@@ -344,10 +436,12 @@ def status_text(snap, # a `Trainer.snapshot()` (status, step)
     if metrics:
         tps = metrics[-1].get('perf/tokens_per_sec')
         if tps: parts.append(f'{tps:,.0f} tokens/s')
-        times = [m['time'] for m in metrics[-11:] if 'time' in m]
-        pace = float(np.median(np.diff(times))) if len(times) > 2 else metrics[-1].get('time/step')
-        if pace and snap.status == 'running' and total > snap.step:
-            parts.append(f'~{_fmt_seconds(pace * (total - snap.step))} left')
+        if snap.status == 'running' and total > snap.step:
+            recent = metrics[-(20 + max(coverage_steps, 1)):]
+            times = [m['time'] for m in recent if 'time' in m]
+            cov = [m['time/coverage'] for m in recent if m.get('time/coverage') is not None] if background_coverage else []
+            left = time_left(times, total - snap.step, now, tail=float(np.median(cov)) if cov else 0.0, period=coverage_steps or 1)
+            if left is not None: parts.append(f'~{fmt_left(left)} left')
     return ' · '.join(parts)
 
 @patch
@@ -358,7 +452,9 @@ def _redraw_status(self:Dashboard, snap=None):
     if snap.status == 'paused': self._pause_requested = False
     if self._saving is not False and snap.checkpoint != self._saving:  # a requested checkpoint was written
         self._saving, self._note = False, f'<span style="color:#555">saved {html.escape(str(snap.checkpoint))}</span>'
-    text = status_text(snap, self.tails[0].run.metrics, total, self._pause_requested)
+    text = status_text(snap, self.tails[0].run.metrics, total, self._pause_requested,
+                       coverage_steps=getattr(tr.config, 'coverage_steps', 0) or 0,
+                       background_coverage=getattr(tr.config, 'coverage_mode', None) == 'background')
     if snap.error is not None:
         text += f'<br><span style="color:#c0392b"><b>error:</b> {html.escape(f"{type(snap.error).__name__}: {snap.error}")}</span>'
     err = self._poll_error or self.tails[0].error
@@ -373,7 +469,6 @@ def _redraw_status(self:Dashboard, snap=None):
     b['pause'].description, b['pause'].icon = ('Resume', 'play') if paused else ('Pause', 'pause')
     b['stop'].disabled = not running
 
-
 # %% ../nbs/13_dashboard.ipynb #9582722d
 @patch
 def _prompt_dist(self:Dashboard, coverage):
@@ -383,8 +478,8 @@ def _prompt_dist(self:Dashboard, coverage):
     i = res.evaluator.row_index.get(self.prompt.value)
     if i is None: return None
     d = res.distribution(i)
-    title = (f"{d['prompt']} — its {len(d['completions'])} correct completions by target probability: policy π_C vs "
-             f"target p*_∞ (correct mass V = {d['correct_mass']:.2f}" + (f', measured at step {step})' if step else ')'))
+    title = (f"{d['prompt']} {len(d['completions'])} correct answers, by target p* · V = {d['correct_mass']:.2f}"
+             + (f' · step {step}' if step else ''))
     return title, d['completions'], d['pi_correct'], d['target_inf']
 
 @patch
@@ -417,9 +512,9 @@ def overlay(self:Dashboard, run_dirs, # run directories (finished, or running in
         self.tails += [RunTail(d, n) for d, n in zip(dirs, names)]
         old = list(self.time_figs.values())
         self._init_time_charts()
-        kids = list(self.widget.children)
+        kids = list(self._charts.children)
         for o, n in zip(old, self.time_figs.values()): kids[kids.index(o)] = n; o.close()
-        self.widget.children = kids
+        self._charts.children = kids
     return self
 
 @patch
@@ -429,4 +524,3 @@ def close(self:Dashboard, stop_run:bool=False): # also stop the trainer's run (a
     _LiveView.close(self)
     self.now_fig.close()
     if _OPEN.get(self.trainer) is self: del _OPEN[self.trainer]
-

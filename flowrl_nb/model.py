@@ -10,16 +10,11 @@ from pathlib import Path
 from typing import NamedTuple
 import torch
 from .core import ADAPTER_BYTES, atomic_write_bytes, atomic_write_json, available_memory, check_choice, data_path, did_you_mean
+from .core import _drop_bnb_kernels_notice  # installed on import of flowrl_nb.core: bitsandbytes' optional-kernel notice is dropped
 from .config import LORA_TARGETS, QUANTIZATIONS
 from .partition import ProjZ, pool_prompt
 from .critic import ValueHead
 from .smollm2 import MODEL_NAME as SMOLLM2, smollm2_path
-
-def _drop_bnb_kernels_notice(record:logging.LogRecord) -> bool:
-    "False for bitsandbytes' import-time notice that the optional `kernels` package (a faster CPU 4-bit gemv) is missing."
-    return not str(record.msg).startswith('Failed to load CPU gemm_4bit_forward from kernels-community')
-# harmless: that kernel only serves the CPU inference layout _no_cpu_repacking switches off (bitsandbytes falls back anyway)
-logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(_drop_bnb_kernels_notice)
 
 # %% auto #0
 __all__ = ['DTYPES', 'QUIET_LOAD_BYTES', 'LoraSpec', 'resolve_model_path', 'load_policy', 'LogProbOut', 'sequence_inputs',

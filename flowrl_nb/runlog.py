@@ -4,13 +4,13 @@
 
 # %% ../nbs/08_runlog.ipynb #bff4418b
 from __future__ import annotations
-import json, math, os, threading, time
+import json, math, os, re, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .core import atomic_write_text
 
 # %% auto #0
-__all__ = ['RunLog', 'read_jsonl', 'series', 'Run', 'load_run', 'RunTail']
+__all__ = ['RunLog', 'read_jsonl', 'series', 'run_label', 'Run', 'load_run', 'RunTail']
 
 # %% ../nbs/08_runlog.ipynb #af57c8c8
 def _jsonable(v):
@@ -89,6 +89,16 @@ def _merge_step(records:list, rec:dict):
         if isinstance(t, int) and t < s: records.insert(i + 1, rec); return
     records.insert(0, rec)
 
+_TEMP_NAME = re.compile(r'tmp[a-z0-9_]{8}')  # the names tempfile.mkdtemp() makes: they say nothing about the run
+
+def run_label(name:str, # a run directory's name
+              algorithm:str|None=None, # the run's algorithm, if known
+             ) -> str:
+    "A run's legend name: its directory's name, with the algorithm when the name does not say it; the algorithm alone for a temporary folder."
+    if not algorithm: return name
+    if not name or _TEMP_NAME.fullmatch(name): return algorithm
+    return name if algorithm.lower() in name.lower() else f'{name} ({algorithm})'
+
 @dataclass
 class Run:
     "A run read back from its directory: config, per-step metrics, events and meta records."
@@ -106,6 +116,17 @@ class Run:
     def expected(self) -> set:
         "The metric names the run said it would log (empty for runs written before meta records existed)."
         return set(self.meta.get('expected') or ())
+
+    @property
+    def algorithm(self) -> str|None:
+        "The run's algorithm, from its config (or the trainer's `meta` record); None if neither says."
+        c = self.config
+        return (c.get('algorithm') if isinstance(c, dict) else getattr(c, 'algorithm', None)) or self.meta.get('algorithm')
+
+    @property
+    def label(self) -> str:
+        "The run's name in legends: see `run_label` (never a temporary folder's name)."
+        return run_label(self.path.name, self.algorithm)
 
     def to_pandas(self):
         "The metrics as a pandas DataFrame indexed by step (needs pandas)."
@@ -134,11 +155,15 @@ def load_run(run_dir) -> Run:
 class RunTail:
     "Follow a run directory's `metrics.jsonl`: `poll()` adds the records appended since the last poll to `.run`."
     def __init__(self, run_dir, # a run directory (it may not have a metrics log yet)
-                 name:str|None=None): # legend name (default: the directory's name)
-        self.path = Path(run_dir)
-        self.name = name or self.path.name
+                 name:str|None=None): # legend name (default: `Run.label`, the directory's name and the algorithm)
+        self.path, self._name = Path(run_dir), name
         self.run, self.error = Run(self.path, None), None
         self._offset, self._inode, self._rest, self._lock = 0, None, b'', threading.Lock()
+
+    @property
+    def name(self) -> str:
+        "The run's legend name: the one given, else `Run.label` (known once the config or the meta record is read)."
+        return self._name or self.run.label
 
     def _read_config(self):
         path = self.path / 'config.yaml'

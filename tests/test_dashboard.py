@@ -115,6 +115,26 @@ def test_target_weights_are_a_softmax_within_each_group(groups, n, beta, data):
     assert np.isclose(samples.sum(), 1.0) and np.isclose(mass.sum(), 1.0)
 
 
+def test_time_left_counts_down_on_a_steady_run_and_follows_a_new_pace():
+    from flowrl_nb.dashboard import time_left, fmt_left
+    rng = np.random.default_rng(0)
+    # 3 s steps with ±10% jitter, every 3rd step 2 s slower (a coverage measurement), a 90 s pause at step 60,
+    # then from step 120 on twice as slow
+    d = np.where(np.arange(1, 200) % 3 == 0, 5.0, 3.0) * rng.uniform(0.9, 1.1, 199)
+    d[59] += 90; d[119:] *= 2
+    times, total = np.r_[0, np.cumsum(d)].tolist(), 200
+    est = {k: time_left(times[:k + 1], total - k, now=times[k]) for k in range(25, 200)}
+    for k in range(25, 110):  # steady stretch: falls by the time that passed, within 5% of itself
+        if k != 59: assert abs((est[k] - est[k + 1]) - d[k]) < 0.05 * est[k] + 2, (k, est[k], est[k + 1])
+    assert abs(est[59] - est[60]) < 0.05 * est[59] + 5, (est[59], est[60])  # the pause is not the pace: no jump
+    periodic = [time_left(times[:k + 1], total - k, now=times[k], period=3) for k in range(25, 59)]  # knowing the period
+    for k, (a, b) in enumerate(zip(periodic, periodic[1:])): assert abs((a - b) - d[k + 25]) < 0.02 * a + 2, (k, a, b)
+    pace = d[:59].mean()
+    assert abs(est[40] / (pace * 160) - 1) < 0.1 and abs(est[145] / (2 * pace * 55) - 1) < 0.15, (est[40], est[145])
+    shown = [fmt_left(est[k]) for k in range(25, 60)]
+    assert all(s.endswith('m') or s.endswith('0s') for s in shown)  # rounded: to the minute, or to 10 s under 5 minutes
+
+
 def test_runs_view_follows_a_growing_run(tmp_path):
     a = fake_run(tmp_path / 'a', steps=2); b = fake_run(tmp_path / 'b', steps=1, algorithm='grpo')
     view = RunsView([a, b], refresh=None)
@@ -141,6 +161,9 @@ KERNEL_NB = [
     # an enumerable task with coverage on: every coverage panel is there before the first step; FlowRL's log Z too
     assert len(dash.time_figs['coverage'].layout.meta['panels']) == 6
     assert 'mean log Z' in dash.time_figs['internals'].layout.meta['panels'] and dash.now_fig.layout.meta['enumerable']
+    # every update "coverage now" sends to the browser, recorded as it is sent: none may empty a chart
+    now_msgs = []
+    dash.now_fig.observe(lambda ch: now_msgs.append(ch['new']), names=['_py2js_update', '_py2js_restyle', '_py2js_relayout'])
     dash
     ''',
     '''
@@ -170,9 +193,12 @@ KERNEL_NB = [
     # a refused value: the message shows next to the control, the slider snaps back, the run is untouched
     '''
     dash.controls['temperature'].value = 0.0
-    assert dash.controls['temperature'].value == 1.0
+    assert dash.controls['temperature'].value == 1.0 and dash.sliders['temperature'].value == 1.0
     assert 'temperature must be in [0.001, 100], got 0.0' in html.unescape(dash._errors['temperature'].value)
     assert 'temperature' not in tr.controls.pending
+    dash.controls['beta'].value = -3.0                               # typed: refused, not clamped to the slider's 0
+    assert dash.controls['beta'].value == 4.0 and tr.controls.snapshot()['beta'] == 4.0
+    assert 'beta must be in [0, 10000], got -3.0' in html.unescape(dash._errors['beta'].value)
     dash.controls['is_mode'].value = 'clip'                          # clip: the ε controls appear, the cap goes
     assert dash._rows['epsilon'].layout.display is None and dash._rows['is_cap'].layout.display == 'none'
     ''',
@@ -182,6 +208,13 @@ KERNEL_NB = [
     assert any(s.label.text and s.label.text.startswith('β 15→4') for s in dash.time_figs['internals'].layout.shapes)
     until(lambda: len(dash.now_fig.data[1].x) > 0, 'the per-prompt coverage chart')  # exact coverage every 2 steps
     assert 'Recent completions' in dash.table.value and 'step ' in dash.status_line.value
+    # "coverage now" was redrawn in place: each redraw one message, none setting a trace's data to nothing
+    sent = [m for m in now_msgs if m]
+    assert len(sent) >= 3, sent
+    for m in sent:
+        for key in ('x', 'y'):
+            assert all(len(v) > 0 for v in (m.get('style_data') or {{}}).get(key, []) if isinstance(v, list)), m
+    assert all(len(t.x) > 0 for t in dash.now_fig.data)
     ''',
     # Save checkpoint during the run: saved between two steps, and the run goes on
     '''

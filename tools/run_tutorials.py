@@ -25,7 +25,7 @@ _BAR = re.compile(r'\d+%\|[^|]*\|')  # a tqdm bar: "40%|████      | 2/5"
 
 
 _LIB_WARNING = re.compile(r'site-packages/.*:\d+: (Future|Deprecation|PendingDeprecation)Warning')
-_BNB_NOTICE = 'Failed to load CPU gemm_4bit_forward from kernels-community'  # bitsandbytes' import notice (flowrl_nb.model)
+_BNB_NOTICE = 'Failed to load CPU gemm_4bit_forward from kernels-community'  # bitsandbytes' import notice (flowrl_nb.core drops it)
 
 
 def _drop_noise(cell):
