@@ -46,6 +46,10 @@ TIME_CHARTS = {
         Panel('ref_kl = mean(log π_ref − log π)', (('actor/ref_kl', 'ref_kl'),),
               note='ref_kl = mean(log π_ref − log π_θ) over the sampled tokens, the recipe\'s sign:<br>'
                    'an estimate of −KL(π_θ‖π_ref), so it is ≤ 0 and falls as π moves away from π_ref'),
+        Panel('critic: value loss', (('critic/vf_loss', 'value loss'),)),
+        Panel('critic: explained variance', (('critic/vf_explained_var', 'explained variance'),),
+              note='1 − Var(R − V)/Var(R) on each mini-batch before its update:<br>0 = no better than the mean return, 1 = perfect'),
+        Panel('critic: value and return', (('critic/vpred_mean', 'mean V'), ('critic/returns_mean', 'mean return'))),
         Panel('entropy', (('actor/entropy', 'entropy'),), True),
         Panel('grad norm', (('actor/grad_norm', 'grad norm'),), True),
     )),
@@ -302,8 +306,8 @@ def update_coverage_now(fig, # a figure from `coverage_now_figure`
 # %% ../nbs/11_charts.ipynb #f5265df5
 CURVES = (('reward/mean', 'sampled reward (mean of the step)'), ('coverage/correct_mass', 'correct mass V'),
           ('coverage/kl_pi_target_inf', 'KL(π_C ‖ p*_∞)'), ('coverage/kl_target_pi_inf', 'KL(p*_∞ ‖ π_C)'),
-          ('coverage/effective_modes', 'effective correct modes exp H(π_C)'),
-          ('coverage/modes_covered_correct', 'modes covered (π_C ≥ 0.1·p*_∞)'))
+          ('coverage/effective_modes', 'effective modes exp H(π_C)'),
+          ('coverage/modes_covered_correct', 'modes kept (π_C ≥ 0.1·p*_∞)'))
 
 def metrics_figure(histories:dict, # run name -> list of metric dicts with 'step'
                    curves=CURVES, # (metric, title) pairs, one panel each
@@ -326,7 +330,7 @@ def metrics_figure(histories:dict, # run name -> list of metric dicts with 'step
         fig.add_hline(y=target, line_dash='dash', line_color='gray', row=k // cols + 1, col=k % cols + 1,
                       annotation_text='target', annotation_position='bottom right')
     fig.update_xaxes(title_text='step', row=rows)
-    fig.update_layout(height=330 * rows, width=1100, margin=dict(t=60, l=40, r=20, b=40), legend=dict(orientation='h', y=1.08))
+    fig.update_layout(height=330 * rows, width=1100, margin=dict(t=90, l=40, r=20, b=40), legend=dict(orientation='h', yanchor='top', y=0.99, yref='container', x=0))
     return fig
 
 # %% ../nbs/11_charts.ipynb #49ec6061
@@ -347,7 +351,7 @@ def tradeoff_figure(histories:dict, # run name -> list of metric dicts with 'ste
                                      mode='lines+markers', name=name, legendgroup=name, showlegend=k == 0,
                                      line=dict(color=COLORS[j % len(COLORS)])), row=1, col=k + 1)
     fig.update_xaxes(title_text='correct mass V')
-    fig.update_layout(height=360, width=1100, margin=dict(t=60, l=40, r=20, b=40), legend=dict(orientation='h', y=1.15))
+    fig.update_layout(height=360, width=1100, margin=dict(t=90, l=40, r=20, b=40), legend=dict(orientation='h', yanchor='top', y=0.99, yref='container', x=0))
     return fig
 
 # %% ../nbs/11_charts.ipynb #be000efb

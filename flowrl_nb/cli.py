@@ -189,16 +189,16 @@ _EXAMPLES = dict(
   flowrl_nb config > my.yaml; flowrl_nb train --config my.yaml    every field in one editable file
   flowrl_nb train --resume runs/flowrl-20261207-101500-000000     continue a run from its last checkpoint""",
     compare="""examples:
-  flowrl_nb compare --out runs/cmp                  FlowRL, GRPO and REINFORCE++ on the defaults
+  flowrl_nb compare --out runs/cmp                  FlowRL, GRPO, REINFORCE++ and PPO on the defaults
   flowrl_nb compare --algos flowrl grpo --set beta=5 --steps 200 --out runs/b5
   flowrl_nb compare --config my.yaml --out runs/mine""",
     demo="""examples:
   flowrl_nb demo                                    the README's demo: runs/demo/report.html (~2-3 min on 2 cores)
   flowrl_nb demo --steps 300 --out runs/long""",
     sweep="""examples:
-  flowrl_nb sweep                                   FlowRL at beta 1,3,5,10,15 next to GRPO and REINFORCE++
+  flowrl_nb sweep                                   FlowRL at beta 1,3,5,10,15 next to GRPO, REINFORCE++ and PPO
   flowrl_nb sweep --param learning_rate --values 3e-4,1e-3,3e-3 --algos flowrl grpo --refs
-  flowrl_nb sweep --param seed --values 0,1,2,3,4 --algos flowrl grpo reinforce_pp --refs   seeds: the spread of a result""",
+  flowrl_nb sweep --param seed --values 0,1,2,3,4 --algos flowrl grpo ppo --refs   seeds: the spread of a result""",
     config="""examples:
   flowrl_nb config > my.yaml                        the defaults, every field commented
   flowrl_nb config --preset smollm2-arith --set max_steps=10 > smol.yaml""",
@@ -207,6 +207,7 @@ _EXAMPLES = dict(
 def make_parser():
     from flowrl_nb import __version__
     from flowrl_nb.config import ALGORITHMS, PRESETS, PRESET_DESCRIPTIONS
+    from flowrl_nb.sweep import REFERENCES
     presets = '; '.join(f'{k} ({PRESET_DESCRIPTIONS[k]})' for k in PRESETS)
     fmt = argparse.RawDescriptionHelpFormatter
     def command(name, help_, description, fields=True):
@@ -214,7 +215,7 @@ def make_parser():
         import textwrap
         return sub.add_parser(name, help=help_, description=textwrap.fill(description, 110), epilog=epilog, formatter_class=fmt)
     p = argparse.ArgumentParser(prog='flowrl_nb', formatter_class=fmt,
-                                description='FlowRL, GRPO and REINFORCE++ for LLMs, from notebooks or the shell. '
+                                description='FlowRL, GRPO, REINFORCE++ and PPO for LLMs, from notebooks or the shell. '
                                             '`flowrl_nb COMMAND --help` shows a command\'s examples and the config fields.')
     p.add_argument('--version', action='version', version=f'flowrl_nb {__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
@@ -250,7 +251,7 @@ def make_parser():
         c.add_argument('--out', required=name == 'compare', default='runs/demo' if name == 'demo' else None,
                        help='output directory for summary.json, report.html and the runs' + (' (default: runs/demo)' if name == 'demo' else ''))
         c.set_defaults(func=func)
-    w = command('sweep', 'sweep one config field (default: FlowRL\'s beta over 1,3,5,10,15) next to GRPO and REINFORCE++',
+    w = command('sweep', 'sweep one config field (default: FlowRL\'s beta over 1,3,5,10,15) next to GRPO, REINFORCE++ and PPO',
                 'Train one run per value of one config field (--param, any field listed below) for each of --algos, plus '
                 'the --refs algorithms once at the base config, all from the same start; write sweep.json, sweep.html (where '
                 'each run lands between "correct" and "diverse") and the comparison into --out.')
@@ -261,8 +262,8 @@ def make_parser():
     w.add_argument('--values', default='1,3,5,10,15', help='comma-separated values of --param (default: 1,3,5,10,15)')
     w.add_argument('--algos', nargs='+', choices=ALGORITHMS, default=['flowrl'], metavar='ALGO',
                    help=f'algorithms swept over the values, from {", ".join(ALGORITHMS)} (default: flowrl)')
-    w.add_argument('--refs', nargs='*', choices=ALGORITHMS, default=['grpo', 'reinforce_pp'], metavar='ALGO',
-                   help='reference algorithms run once at the base config (default: grpo reinforce_pp; --refs alone: none)')
+    w.add_argument('--refs', nargs='*', choices=ALGORITHMS, default=list(REFERENCES), metavar='ALGO',
+                   help='reference algorithms run once at the base config (default: ' + ' '.join(REFERENCES) + '; --refs alone: none)')
     w.add_argument('--steps', type=_positive_int, help='steps per run (default: the config\'s max_steps)')
     w.add_argument('--threads', type=int, default=1, help='torch CPU threads per process (default 1)')
     w.add_argument('--workers', type=int, help='runs trained side by side (default: one per CPU core on CPU, 1 on a GPU)')

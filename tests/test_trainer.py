@@ -19,7 +19,7 @@ def strip_times(ms):
     return [{k: v for k, v in m.items() if not (k.startswith('time') or k.startswith('perf/') or k in ('type', 'step'))} for m in ms]
 
 
-@pytest.mark.parametrize('algorithm', ['flowrl', 'grpo', 'reinforce_pp'])
+@pytest.mark.parametrize('algorithm', ['flowrl', 'grpo', 'reinforce_pp', 'ppo'])
 def test_each_algorithm_trains_and_moves_the_adapter(tmp_path, algorithm):
     tr = Trainer(cfg(tmp_path, algorithm=algorithm, save_steps=0))
     before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
@@ -32,6 +32,9 @@ def test_each_algorithm_trains_and_moves_the_adapter(tmp_path, algorithm):
     assert any(not torch.equal(before[n], after[n]) for n in before), 'no adapter weight changed'
     if algorithm == 'flowrl':
         assert {'actor/log_z', 'actor/delta_abs', 'actor/importance_weight', 'actor/ref_kl'} <= set(hist[-1])
+    if algorithm == 'ppo':  # the critic's metrics under veRL's names, its own clip and learning rate
+        assert {'critic/vf_loss', 'critic/vf_explained_var', 'optim/value_grad_norm', 'optim/value_lr'} <= set(hist[-1])
+        assert (tr.last_checkpoint / 'value_head.safetensors').exists()
     # the run can be read back
     run = load_run(tr.run_dir)
     assert [m['step'] for m in run.metrics] == [1, 2] and run.config.algorithm == algorithm
@@ -131,13 +134,14 @@ def test_invalid_config_is_refused():
     with pytest.raises(ValueError, match='num_generations'):
         FlowRLConfig(num_generations=0)
     with pytest.raises(ValueError, match='algorithm'):
-        Trainer(FlowRLConfig(), algorithm='ppo')
+        Trainer(FlowRLConfig(), algorithm='dpo')
 
 
-def test_resume_is_exact(tmp_path):
-    straight = Trainer(cfg(tmp_path, 'a', save_steps=3)).train(6)
+@pytest.mark.parametrize('algorithm', ['flowrl', 'ppo'])  # with a head each: the Z head, the critic
+def test_resume_is_exact(tmp_path, algorithm):
+    straight = Trainer(cfg(tmp_path, 'a', save_steps=3, algorithm=algorithm)).train(6)
     assert strip_times(straight) == strip_times(load_run(tmp_path / 'a').metrics)
-    tr = Trainer(cfg(tmp_path, 'b', save_steps=3))
+    tr = Trainer(cfg(tmp_path, 'b', save_steps=3, algorithm=algorithm))
     tr.train(3)
     del tr
     tr2 = Trainer.resume(tmp_path / 'b')
