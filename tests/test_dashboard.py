@@ -93,6 +93,24 @@ def test_a_trainer_says_what_it_will_log(tmp_path):
     assert 'actor/log_z' in f.expected and not any(k.startswith('coverage/') for k in f.expected)
 
 
+def test_a_ppo_run_in_the_dashboard_and_replay(tmp_path):
+    "A PPO run says it will log its critic, gets the critic's panels, and the dashboard builds with PPO's controls."
+    from flowrl_nb.dashboard import Dashboard, replay
+    from flowrl_nb.trainer import Trainer
+    tr = Trainer(FlowRLConfig(**{**SMALL, 'coverage_steps': 0}, algorithm='ppo', output_dir=str(tmp_path / 'ppo')))
+    run = load_run(tr.run_dir)
+    assert {'critic/vf_loss', 'critic/vf_explained_var', 'optim/value_grad_norm'} <= run.expected
+    titles = [p.title for p in chart_panels('internals', [run])]
+    assert {'critic: value loss', 'critic: explained variance'} <= set(titles) and 'mean log Z' not in titles
+    dash = Dashboard(tr)
+    shown = {k for k, row in dash._rows.items() if row.layout.display != 'none'}
+    assert {'learning_rate', 'epsilon', 'epsilon_high', 'temperature'} <= shown and not {'beta', 'z_learning_rate'} & shown, shown
+    tr.train(2, progress=False)
+    rc = replay(tr.run_dir)
+    ev = [t for t in rc['internals'].data if 'explained variance' in (t.hovertemplate or '')]
+    assert ev and len(ev[0].x) == 2
+
+
 def test_time_figure_thins_long_runs_but_keeps_the_last_point(tmp_path):
     d = tmp_path / 'long'; log = RunLog(d)
     for s in range(1, 2501): log.log_step(s, {'reward/mean': s})
