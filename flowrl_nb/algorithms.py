@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 import torch
 from .config import ALGORITHMS, FlowRLConfig
-from .objective import (flowrl_loss, gae_advantages, grpo_loss, group_advantages, ppo_loss, reinforce_pp_advantages,
-                                 reinforce_pp_loss)
+from .objective import explained_variance, flowrl_loss, gae_advantages, grpo_loss, group_advantages, ppo_loss
+from .objective import reinforce_pp_advantages, reinforce_pp_loss
 from .model import make_value_head, make_z_head
 
 # %% auto #0
@@ -53,7 +53,7 @@ class Algorithm:
     "The interface every algorithm implements (see above); the defaults are those of an algorithm without heads."
     name:str = None # the `FlowRLConfig.algorithm` value that selects it
     controls:tuple = ('learning_rate', 'temperature') # live controls it reads, in display order
-    metrics:tuple = ('final_loss',) # metric names its loss returns (logged as `actor/<name>`; a name with a '/' as it is)
+    metrics:tuple = ('final_loss',) # metric names its loss and `batch_metrics` return (logged as `actor/<name>`; a name with a '/' as it is)
     settings:tuple = () # config fields that shape its objective (a report shows them beside the run)
     behaviour_outputs:tuple = () # outputs of the forward with `forward_kwargs` it needs at sampling time, kept on the Experience (PPO: 'values')
     separate_clip:tuple = () # heads whose gradient norm is clipped on its own, not with the policy's (PPO's critic)
@@ -64,6 +64,7 @@ class Algorithm:
     def forward_kwargs(self) -> dict: return {}
     def needs_reference(self) -> bool: return True  # does the objective use π_ref (else `ref_forward='when_needed'` skips it)
     def begin_step(self, step:int) -> None: pass  # the rollout step about to run (an algorithm with a schedule reads it)
+    def batch_metrics(self, exp:Experience) -> dict: return {}  # metrics of the whole rollout batch, once its advantages are in
     def advantages(self, exp:Experience) -> torch.Tensor: raise NotImplementedError
     def loss(self, out, mb:Experience, c:dict) -> tuple: raise NotImplementedError
     @classmethod
@@ -165,7 +166,8 @@ class PPO(Algorithm):
                 'epsilon_high')
     controls = ('learning_rate', 'epsilon', 'epsilon_high', 'temperature')
     metrics = ('final_loss', 'pg_loss', 'importance_weight', 'clip_frac_low', 'clip_frac_high', 'log_prob', 'old_log_prob', 'ppo_kl',
-               'critic/vf_loss', 'critic/vf_clipfrac', 'critic/vf_explained_var', 'critic/vpred_mean', 'critic/returns_mean')
+               'critic/vf_loss', 'critic/vf_clipfrac', 'critic/vpred_mean', 'critic/vf_explained_var', 'critic/values_mean',
+               'critic/returns_mean')
     behaviour_outputs = ('values',)
     separate_clip = ('value',)
 
@@ -188,6 +190,11 @@ class PPO(Algorithm):
         adv, exp.returns = gae_advantages(exp.rewards, exp.values, exp.mask, gamma=cfg.gamma, lam=cfg.lam, old_logp=exp.old,
                                           ref_logp=exp.ref, kl_coef=cfg.ppo_kl_coef)
         return adv
+
+    def batch_metrics(self, exp:Experience) -> dict:  # as veRL's compute_data_metrics: the whole batch, values at sampling time
+        return {'critic/vf_explained_var': explained_variance(exp.values, exp.returns, exp.mask),
+                'critic/values_mean': float((exp.values * exp.mask).sum() / exp.mask.sum()),
+                'critic/returns_mean': float((exp.returns * exp.mask).sum() / exp.mask.sum())}
 
     def loss(self, out, mb:Experience, c:dict) -> tuple:
         cfg = self.config

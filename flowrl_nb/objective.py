@@ -10,7 +10,7 @@ from .core import check_choice
 
 # %% auto #0
 __all__ = ['LOG_RATIO_CLAMP', 'group_advantages', 'flowrl_loss', 'grpo_loss', 'reinforce_pp_advantages', 'reinforce_pp_loss',
-           'gae_advantages', 'ppo_loss']
+           'gae_advantages', 'explained_variance', 'ppo_loss']
 
 # %% ../nbs/02_objective.ipynb #013e14b9
 # The choice lists are declared once, in flowrl_nb.config, and shared here:
@@ -340,11 +340,15 @@ def gae_advantages(rewards, # (B,) scalar reward of each completion, put on its 
     return (_whiten(adv, m) if whiten else adv * m), returns
 
 # %% ../nbs/02_objective.ipynb #cc4c21eb
-def _explained_variance(values, returns, m):
-    "1 − Var(R − V)/Var(R) over the masked tokens: how much of the returns' variance the critic explains."
+def explained_variance(values, # (B,T) the critic's values (at sampling time, as veRL measures it)
+                       returns, # (B,T) the returns they estimate
+                       mask, # (B,T) 1 on completion tokens
+                      ) -> float:
+    "1 − Var(R − V)/Var(R) over the masked tokens: how much of the returns' variance the critic explains (veRL's `critic/vf_explained_var`)."
+    m = mask.bool()
     var_r = _token_mean((returns - _token_mean(returns, m))**2, m)
     err = returns - values
-    return 1 - _token_mean((err - _token_mean(err, m))**2, m) / var_r.clamp(min=1e-8)
+    return float(1 - _token_mean((err - _token_mean(err, m))**2, m) / var_r.clamp(min=1e-8))
 
 def ppo_loss(logp, # (B,T) log π_θ (gets gradients)
              old_logp, # (B,T) log π_old (constant)
@@ -376,9 +380,7 @@ def ppo_loss(logp, # (B,T) log π_θ (gets gradients)
     err, err_clipped = (values - returns)**2, (v_clipped - returns)**2
     vf_loss = 0.5 * _aggregate(torch.max(err, err_clipped), m, agg)
     loss = (pg_loss if train_policy else 0.) + vf_coef * vf_loss
-    v = values.detach()
     metrics.update({'pg_loss': pg_loss.detach(), 'final_loss': loss.detach(), 'critic/vf_loss': vf_loss.detach(),
-                    'critic/vf_clipfrac': _token_mean((err_clipped > err).to(v.dtype), m),
-                    'critic/vf_explained_var': _explained_variance(v, returns, m),
-                    'critic/vpred_mean': _token_mean(v, m), 'critic/returns_mean': _token_mean(returns, m)})
+                    'critic/vf_clipfrac': _token_mean((err_clipped > err).to(values.dtype), m),
+                    'critic/vpred_mean': _token_mean(values.detach(), m)})
     return loss, _floats(metrics)

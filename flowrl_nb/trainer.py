@@ -585,6 +585,7 @@ def train_step(self:Trainer, last:bool=False) -> dict:
     scored = self._score(rows, batch, step)                                            # 2. reward
     t1 = time.perf_counter()
     exp, adv_all = self._experience(batch, scored, c['temperature'])                   # 3. π_old, π_ref, advantages
+    batch_metrics = {_metric_name(k): v for k, v in self.algorithm.batch_metrics(exp).items()} if len(exp) else {}
     t2 = time.perf_counter()
     self.phase = 'updating'
     updates = []
@@ -593,7 +594,7 @@ def train_step(self:Trainer, last:bool=False) -> dict:
         updates.append(self._update(mb, c, step))
     self.engine.sync_weights(self.model)                                               # 5. the engine samples the new policy
     t3 = time.perf_counter()
-    metrics = {**self._update_metrics(updates), **_reward_metrics(_rewards_tensor(scored), cfg.num_generations), **scored.metrics,
+    metrics = {**self._update_metrics(updates), **batch_metrics, **_reward_metrics(_rewards_tensor(scored), cfg.num_generations), **scored.metrics,
                **_batch_metrics(batch), 'optim/steps': self.opt_steps,
                'time/sample': t1 - t0, 'time/reference': t2 - t1, 'time/update': t3 - t2, 'time/step': t3 - t0,
                'perf/tokens_per_sec': float(batch.num_tokens) / max(t3 - t0, 1e-9), **{f'control/{k}': v for k, v in c.items()}}
