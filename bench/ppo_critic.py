@@ -103,12 +103,12 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(1)
     if a.room: print(critic_room(a.steps, a.seed)); return
-    sets = a.set or ['', 'critic_learning_rate=3e-3', 'critic_learning_rate=1e-2', 'value_detach=false']
+    sets = a.set or ['', 'critic_learning_rate=3e-3', 'critic_learning_rate=1e-2', 'critic_detach=false']
     settings = {s or 'defaults': {k: FlowRLConfig.coerce(k, v) for k, v in (kv.split('=', 1) for kv in s.split(',') if kv)}
                 for s in sets}
     print(f'PPO on the built-in task, {a.steps} steps, seed {a.seed}; defaults: critic_learning_rate='
-          f'{FlowRLConfig().critic_learning_rate:g}, value_detach={FlowRLConfig().value_detach}, value_num_layers='
-          f'{FlowRLConfig().value_num_layers}; explained variance per block of {a.block} steps: mean (min, max)', flush=True)
+          f'{FlowRLConfig().critic_learning_rate:g}, critic_detach={FlowRLConfig().critic_detach}, critic_num_layers='
+          f'{FlowRLConfig().critic_num_layers}; explained variance per block of {a.block} steps: mean (min, max)', flush=True)
     for name, o in settings.items():
         r = run(o, a.steps, a.seed)
         blocks = [(i, r['ev'][i:i + a.block], r['reward'][i:i + a.block]) for i in range(0, a.steps, a.block)]

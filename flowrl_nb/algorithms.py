@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 import torch
 from .config import ALGORITHMS, FlowRLConfig
-from .objective import explained_variance, flowrl_loss, gae_advantages, grpo_loss, group_advantages, ppo_loss
+from .objective import critic_metrics, flowrl_loss, gae_advantages, grpo_loss, group_advantages, ppo_loss
 from .objective import reinforce_pp_advantages, reinforce_pp_loss
 from .model import make_value_head, make_z_head
 
@@ -162,14 +162,15 @@ class ReinforcePP(Algorithm):
 class PPO(Algorithm):
     "PPO (Schulman et al., 2017) with a critic, as veRL runs it: GAE advantages from a value head on the policy's hidden states, PPO-clip, a clipped value loss."
     name = 'ppo'
-    settings = ('gamma', 'lam', 'cliprange_value', 'critic_learning_rate', 'critic_warmup', 'ppo_kl_coef', 'value_detach', 'epsilon',
-                'epsilon_high')
+    settings = ('gamma', 'lam', 'cliprange_value', 'critic_learning_rate', 'critic_warmup', 'ppo_kl_coef', 'critic_num_layers', 'critic_detach',
+                'epsilon', 'epsilon_high', 'loss_agg')
     controls = ('learning_rate', 'epsilon', 'epsilon_high', 'temperature')
-    metrics = ('final_loss', 'pg_loss', 'importance_weight', 'clip_frac_low', 'clip_frac_high', 'log_prob', 'old_log_prob', 'ppo_kl',
+    metrics = ('final_loss', 'pg_loss', 'importance_weight', 'clip_frac_low', 'clip_frac_high', 'log_prob', 'old_log_prob', 'ppo_kl', 'ref_kl',
+               'ref_log_prob',
                'critic/vf_loss', 'critic/vf_clipfrac', 'critic/vpred_mean', 'critic/vf_explained_var', 'critic/values_mean',
                'critic/returns_mean')
     behaviour_outputs = ('values',)
-    separate_clip = ('value',)
+    separate_clip = ('critic',)
 
     def __init__(self, config:FlowRLConfig): super().__init__(config); self.step = 1
     def begin_step(self, step:int): self.step = step
@@ -177,13 +178,13 @@ class PPO(Algorithm):
     def warming_up(self) -> bool: return self.step <= self.config.critic_warmup  # only the critic trains
 
     def heads(self, model) -> dict:
-        self.value_head = make_value_head(model, self.config.value_num_layers)  # outside PEFT, fp32
-        return {'value': self.value_head}
+        self.value_head = make_value_head(model, self.config.critic_num_layers)  # outside PEFT, fp32
+        return {'critic': self.value_head}
 
     def head_lr(self, name:str, c:dict) -> float: return self.config.critic_learning_rate
     def needs_reference(self) -> bool: return self.config.ppo_kl_coef > 0  # π_ref only enters the KL penalty in the reward
     def forward_kwargs(self) -> dict:  # V(s_t) from the same forward as log π_θ
-        return dict(value_head=self.value_head, value_detach=self.config.value_detach or self.warming_up)
+        return dict(value_head=self.value_head, value_detach=self.config.critic_detach or self.warming_up)
 
     def advantages(self, exp:Experience) -> torch.Tensor:
         cfg = self.config
@@ -192,12 +193,10 @@ class PPO(Algorithm):
         return adv
 
     def batch_metrics(self, exp:Experience) -> dict:  # as veRL's compute_data_metrics: the whole batch, values at sampling time
-        return {'critic/vf_explained_var': explained_variance(exp.values, exp.returns, exp.mask),
-                'critic/values_mean': float((exp.values * exp.mask).sum() / exp.mask.sum()),
-                'critic/returns_mean': float((exp.returns * exp.mask).sum() / exp.mask.sum())}
+        return critic_metrics(exp.values, exp.returns, exp.mask)
 
     def loss(self, out, mb:Experience, c:dict) -> tuple:
         cfg = self.config
         return ppo_loss(out.logp, mb.old, mb.adv, mb.mask, out.values, mb.values, mb.returns, eps_low=c['epsilon'],
                         eps_high=c['epsilon_high'], cliprange_value=cfg.cliprange_value, vf_coef=cfg.vf_coef,
-                        train_policy=not self.warming_up, agg=cfg.loss_agg, **_tis(mb, c))
+                        train_policy=not self.warming_up, agg=cfg.loss_agg, ref_logp=mb.ref, **_tis(mb, c))

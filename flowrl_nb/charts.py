@@ -373,7 +373,7 @@ def distribution_figure(distributions:dict, # run name -> list of `CoverageResul
                                  marker_color='lightgray', showlegend=i == 0 and j == 0), row=i + 1, col=j + 1)
             fig.add_trace(go.Bar(x=x, y=d['pi'][:top], name=f'π ({n})', legendgroup=n, showlegend=i == 0,
                                  marker_color=COLORS[j % len(COLORS)]), row=i + 1, col=j + 1)
-    fig.update_layout(barmode='group', height=300 * len(prompts), width=max(700, 380 * len(names)),
+    fig.update_layout(barmode='group', height=300 * len(prompts), width=min(1100, max(700, 380 * len(names))),  # fits a report page
                       margin=dict(t=70, l=40, r=20, b=40), legend=dict(orientation='h', y=1.06))
     fig.update_xaxes(tickangle=-90, tickfont=dict(size=8))
     return fig

@@ -103,7 +103,7 @@ FIELD_CHECKS = dict(
     eval_steps=_nonneg, eval_n=_at_least_1, eval_limit=_optional(_at_least_1),
     z_num_layers=_at_least_1, z_dropout=_prob,
     gamma=_interval(0, 1), lam=_interval(0, 1), cliprange_value=_interval(0, 1e6, lo_open=True), vf_coef=_interval(0, 1e6, lo_open=True),
-    critic_learning_rate=_interval(0, 10), critic_warmup=_nonneg, ppo_kl_coef=_interval(0, 1e3), value_num_layers=_at_least_1,
+    critic_learning_rate=_interval(0, 10), critic_warmup=_nonneg, ppo_kl_coef=_interval(0, 1e3), critic_num_layers=_at_least_1,
     task=_choice(TASK_NAMES), task_min_target=_at_least_1, task_max_target=_at_least_1, task_max_digits=_at_least_1,
     task_max_number=_interval(2, 10**6), task_num_ops=_interval(1, 3), task_ops=_arith_ops, task_num_problems=_at_least_1,
     task_num_heldout=_nonneg,
@@ -156,7 +156,14 @@ def _vllm_fields_need_vllm(c):
         raise ValueError(f"{', '.join(changed)} applies only to rollout_engine='vllm' (got rollout_engine={c.rollout_engine!r}); "
                          f"set rollout_engine='vllm', or leave the vllm_* fields at their defaults")
 
-CROSS_CHECKS = [(('reward', 'train_file'), _math_needs_data),
+def _vf_coef_needs_a_shared_body(c):
+    if c.critic_detach and c.vf_coef != 1.0:
+        raise ValueError(f'vf_coef={c.vf_coef!r} weighs the value loss against the policy loss in a shared body, and with '
+                         f'critic_detach=True (the default) the value loss reaches only the critic head, whose own AdamW step '
+                         f'cancels a constant weight; set critic_detach=false, or leave vf_coef at 1.0')
+
+CROSS_CHECKS = [(('critic_detach', 'vf_coef'), _vf_coef_needs_a_shared_body),
+               (('reward', 'train_file'), _math_needs_data),
                 (('rollout_engine', *VLLM_DEFAULTS), _vllm_fields_need_vllm), (('eval_steps', 'eval_file'), _eval_needs_file),
                 (('eval_file', 'task'), _task_has_heldout),
                 (('prompts_per_step', 'num_mini_batches'), _mini_batches_divide),
@@ -289,11 +296,11 @@ class FlowRLConfig:
     lam:float=1.0 # GAE λ (veRL's algorithm.lam)
     cliprange_value:float=0.5 # the critic's value clip: a new value counts at most this far from its value at sampling (veRL's critic.cliprange_value)
     critic_learning_rate:float=1e-3 # lr of the value head's own parameter group (veRL: 10x the actor's; here the policy's own, as measured in bench/ppo_critic.py)
-    critic_warmup:int=0 # rollout steps at the start that train only the critic (veRL's trainer.critic_warmup)
+    critic_warmup:int=0 # rollout steps at the start that train only the critic (veRL's trainer.critic_warmup); the lr warm-up (warmup_steps) counts them too
     ppo_kl_coef:float=0.0 # per-token KL penalty to π_ref in PPO's reward (veRL's use_kl_in_reward: off in its PPO defaults)
-    value_num_layers:int=3 # Linear layers of the value head MLP (flowrl_nb.critic.ValueHead)
-    value_detach:bool=True # the value loss does not reach the policy's adapters (veRL's separate critic); False: a shared body, as TRL's value-head model
-    vf_coef:float=1.0 # weight of the value loss in PPO's loss (with value_detach=False it balances how much the critic shapes the shared adapters; TRL: 0.1)
+    critic_num_layers:int=3 # Linear layers of the value head MLP (flowrl_nb.critic.ValueHead)
+    critic_detach:bool=True # the value loss does not reach the policy's adapters (veRL's separate critic); False: a shared body, as TRL's value-head model
+    vf_coef:float=1.0 # weight of the value loss in PPO's loss (with critic_detach=False it balances how much the critic shapes the shared adapters; TRL: 0.1)
     # task
     task:str='digit_sum' # digit_sum (the tiny model's, flowrl_nb.task) or arith (word problems for a real model, flowrl_nb.arith)
     task_min_target:int=5 # smallest digit sum asked for

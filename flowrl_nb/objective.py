@@ -10,7 +10,7 @@ from .core import check_choice
 
 # %% auto #0
 __all__ = ['LOG_RATIO_CLAMP', 'group_advantages', 'flowrl_loss', 'grpo_loss', 'reinforce_pp_advantages', 'reinforce_pp_loss',
-           'gae_advantages', 'explained_variance', 'ppo_loss']
+           'gae_advantages', 'explained_variance', 'critic_metrics', 'ppo_loss']
 
 # %% ../nbs/02_objective.ipynb #013e14b9
 # The choice lists are declared once, in flowrl_nb.config, and shared here:
@@ -29,6 +29,10 @@ _NUMBER_RULES = {  # argument -> (test, what is allowed)
     'kl_coef':    (lambda v: v >= 0, 'a number ≥ 0'),
     'eps':        (lambda v: v > 0, 'a number > 0'),
     'group_size': (lambda v: isinstance(v, numbers.Integral) and v >= 1, 'an integer ≥ 1'),
+    'gamma':      (lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
+    'lam':        (lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
+    'cliprange_value': (lambda v: v > 0, 'a number > 0'),
+    'vf_coef':    (lambda v: v > 0, 'a number > 0'),
 }
 
 def _shape(x): return tuple(x.shape)
@@ -311,14 +315,12 @@ def gae_advantages(rewards, # (B,) scalar reward of each completion, put on its 
                    whiten:bool=True, # whiten the advantages over the batch's tokens (veRL: always)
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     "PPO's (advantages, returns), each (B,T): GAE over each completion, advantages whitened over the batch; NaN rows for unscorable samples."
-    for name, v in (('gamma', gamma), ('lam', lam)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1: raise ValueError(f'{name} must be in [0, 1], got {v!r}')
     if kl_coef > 0 and (old_logp is None or ref_logp is None):
         raise ValueError(f'kl_coef={kl_coef!r} puts a KL penalty in the reward and needs old_logp and ref_logp; pass both, or kl_coef=0.0')
     zeros = torch.zeros_like(values)
     m, (values, old_logp, ref_logp) = _validate(mask, tokens=dict(values=values, old_logp=old_logp if kl_coef > 0 else zeros,
                                                                  ref_logp=ref_logp if kl_coef > 0 else zeros),
-                                                seqs=dict(rewards=rewards), nan_ok=('rewards',), kl_coef=kl_coef)
+                                                seqs=dict(rewards=rewards), nan_ok=('rewards',), kl_coef=kl_coef, gamma=gamma, lam=lam)
     scored = ~torch.isnan(rewards)
     if not scored.all():  # unscorable samples are left out of the whitening statistics and get NaN
         adv, ret = torch.full_like(values, math.nan), torch.full_like(values, math.nan)
@@ -329,7 +331,7 @@ def gae_advantages(rewards, # (B,) scalar reward of each completion, put on its 
         return adv, ret
     values = values.detach()
     r = _token_rewards(rewards, old_logp.detach(), ref_logp.detach(), m, kl_coef)
-    nxt = torch.cat([m[:, 1:], torch.zeros_like(m[:, :1])], 1)        # is there a token t+1 in this completion?
+    nxt = torch.cat([m[:, 1:], torch.zeros_like(m[:, :1])], 1).to(values.dtype)  # is there a token t+1 in this completion?
     v_next = torch.cat([values[:, 1:], zeros[:, :1]], 1) * nxt        # V(s_{t+1}), 0 after the last token
     delta = (r + gamma * v_next - values) * m                         # δ_t
     adv, running = torch.zeros_like(values), torch.zeros_like(values[:, 0])
@@ -344,11 +346,22 @@ def explained_variance(values, # (B,T) the critic's values (at sampling time, as
                        returns, # (B,T) the returns they estimate
                        mask, # (B,T) 1 on completion tokens
                       ) -> float:
-    "1 − Var(R − V)/Var(R) over the masked tokens: how much of the returns' variance the critic explains (veRL's `critic/vf_explained_var`)."
+    "1 − Var(R − V)/Var(R) over the masked tokens: how much of the returns' variance the critic explains (veRL's `critic/vf_explained_var`); NaN when the returns do not vary."
     m = mask.bool()
     var_r = _token_mean((returns - _token_mean(returns, m))**2, m)
+    if not var_r > 1e-8: return math.nan  # every return equal (a batch all right or all wrong): there is nothing to explain
     err = returns - values
-    return float(1 - _token_mean((err - _token_mean(err, m))**2, m) / var_r.clamp(min=1e-8))
+    return float(1 - _token_mean((err - _token_mean(err, m))**2, m) / var_r)
+
+def critic_metrics(values, # (B,T) the critic's values at sampling time
+                   returns, # (B,T) its targets
+                   mask, # (B,T) 1 on completion tokens
+                  ) -> dict:
+    "veRL's data metrics of a critic over a rollout batch: explained variance (None when the returns do not vary), mean value, mean return."
+    m = mask.bool()
+    ev = explained_variance(values, returns, mask)
+    return {'critic/vf_explained_var': None if math.isnan(ev) else ev, 'critic/values_mean': float(_token_mean(values, m)),
+            'critic/returns_mean': float(_token_mean(returns, m))}
 
 def ppo_loss(logp, # (B,T) log π_θ (gets gradients)
              old_logp, # (B,T) log π_old (constant)
@@ -358,23 +371,24 @@ def ppo_loss(logp, # (B,T) log π_θ (gets gradients)
              old_values, # (B,T) the critic's values at sampling time (constant)
              returns, # (B,T) the critic's targets R_t from `gae_advantages` (constant)
              eps_low:float=0.2, # ratio clipped below at 1 − eps_low
-             eps_high:float=0.28, # ratio clipped above at 1 + eps_high (veRL's PPO default: 0.2)
+             eps_high:float=0.28, # ratio clipped above at 1 + eps_high (veRL's PPO clips at 0.2 on both sides; this project's shared default is DAPO's 0.28)
              cliprange_value:float=0.5, # the new value stays within ± this of the old one in the clipped error (veRL: 0.5)
              vf_coef:float=1.0, # weight of the value loss
              train_policy:bool=True, # False: the value loss alone (the critic's warm-up)
              agg:str="token_mean", # "token_mean" (veRL) or "seq_mean_token_mean"
+             ref_logp=None, # (B,T) log π_ref, only for the `ref_kl` metric (PPO's KL to π_ref, if any, is in the reward)
              rollout_logp=None, # (B,T) the rollout engine's log-probs, for truncated IS
              tis_cap:float|None=None, # truncated-IS bound (per token); None = no truncated IS
             ) -> tuple[torch.Tensor, dict]:
     "PPO loss: the PPO-clip surrogate on GAE advantages plus vf_coef × the critic's clipped value loss."
     check_choice('agg', agg, AGG_MODES)
     _tis_checked(tis_cap, rollout_logp)
-    for name, v in (('cliprange_value', cliprange_value), ('vf_coef', vf_coef)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0: raise ValueError(f'{name} must be > 0, got {v!r}')
-    m, (logp, old_logp, adv, values, old_values, returns, rollout_logp) = _validate(
+    m, (logp, old_logp, adv, values, old_values, returns, rollout_logp, ref_logp) = _validate(
         mask, tokens=dict(logp=logp, old_logp=old_logp, adv=adv, values=values, old_values=old_values, returns=returns,
-                          rollout_logp=rollout_logp), eps_low=eps_low, eps_high=eps_high, tis_cap=tis_cap)
+                          rollout_logp=rollout_logp, ref_logp=ref_logp), eps_low=eps_low, eps_high=eps_high, tis_cap=tis_cap,
+        cliprange_value=cliprange_value, vf_coef=vf_coef)
     pg_loss, metrics = _ppo_clip(logp, old_logp.detach(), adv.detach(), m, eps_low, eps_high, agg, rollout_logp, tis_cap)
+    if ref_logp is not None: metrics.update(ref_log_prob=_token_mean(ref_logp, m), ref_kl=_token_mean(ref_logp - logp.detach(), m))
     old_values, returns = old_values.detach(), returns.detach()
     v_clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
     err, err_clipped = (values - returns)**2, (v_clipped - returns)**2

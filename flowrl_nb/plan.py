@@ -182,7 +182,7 @@ def plan_memory(model, # a `ModelShape`, or anything `model_shape` reads (a name
                 rollout_engine:str='vllm', # "hf" or "vllm" (colocated on the same device)
                 vllm_gpu_memory_utilization:float=0.3,
                 algorithm:str='flowrl', z_num_layers:int=3,
-                value_num_layers:int=3, # PPO's value head (flowrl_nb.critic)
+                critic_num_layers:int=3, # PPO's value head (flowrl_nb.critic)
                 device_gib:float|None=None, # the device's memory; None: no fit check
                 device:str='cuda', # "cuda" adds the CUDA context; "cpu" is what the CPU checks measure
                ) -> MemoryPlan:
@@ -203,7 +203,7 @@ def plan_memory(model, # a `ModelShape`, or anything `model_shape` reads (a name
     parts = {'base weights': shape.linear_params * lin + (shape.embedding_params + norms) * other,
              'LoRA adapters (+ grads, AdamW)': lora * ADAPTER_BYTES}
     if algorithm == 'flowrl': parts['Z head (+ grads, AdamW)'] = ProjZ.num_params(shape.hidden_size, z_num_layers) * ADAPTER_BYTES
-    if algorithm == 'ppo': parts['value head (+ grads, AdamW)'] = ProjZ.num_params(shape.hidden_size, value_num_layers) * ADAPTER_BYTES  # ValueHead: ProjZ's MLP
+    if algorithm == 'ppo': parts['critic head (+ grads, AdamW)'] = ProjZ.num_params(shape.hidden_size, critic_num_layers) * ADAPTER_BYTES  # ValueHead: ProjZ's MLP
     if rollout_engine == 'vllm' and device_gib is not None: parts['vLLM share (its weights + KV cache)'] = vllm_gpu_memory_utilization * device_gib * GiB
     if device != 'cpu': parts['CUDA context'] = CUDA_CONTEXT
     settings = dict(quantization=quantization, dtype=dtype, lora_r=lora_r, lora_targets=list(lora_targets), prompts_per_step=prompts_per_step,
@@ -231,4 +231,4 @@ def plan_from_config(cfg:FlowRLConfig, device_gib:float|None=None, device:str='c
     return plan_memory(model or cfg.model_name_or_path, cfg.quantization, dtype, cfg.lora_r, cfg.lora_target_modules,
                        cfg.prompts_per_step, cfg.num_generations, cfg.num_mini_batches, cfg.max_prompt_length,
                        cfg.max_completion_length, cfg.gradient_checkpointing, cfg.rollout_engine,
-                       cfg.vllm_gpu_memory_utilization, cfg.algorithm, cfg.z_num_layers, cfg.value_num_layers, device_gib, device)
+                       cfg.vllm_gpu_memory_utilization, cfg.algorithm, cfg.z_num_layers, cfg.critic_num_layers, device_gib, device)

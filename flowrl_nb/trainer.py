@@ -609,7 +609,7 @@ def train_step(self:Trainer, last:bool=False) -> dict:
 KEEP_CHECKPOINTS = 2
 # fields that shape what a checkpoint holds: a resumed run must keep them (live fields and budgets may change)
 STATE_FIELDS = ('algorithm', 'model_name_or_path', 'quantization', 'lora_r', 'lora_alpha', 'lora_target_modules',
-                'z_num_layers')
+                'z_num_layers', 'critic_num_layers')
 
 class CheckpointError(ValueError):
     "A checkpoint directory that cannot be restored (missing, truncated or garbage files, or another run's shapes)."
@@ -677,7 +677,8 @@ def _read_checkpoint(self:Trainer, path) -> dict:
     for name, sd in heads.items():
         want = {k: tuple(v.shape) for k, v in self.heads[name].state_dict().items()}
         if {k: tuple(v.shape) for k, v in sd.items()} != want:
-            raise CheckpointError(f'its {name} head has other parameters or shapes than this trainer\'s (was z_num_layers changed?)')
+            raise CheckpointError(f'its {name} head has other parameters or shapes than this trainer\'s (was its size changed: '
+                                  f'z_num_layers for the z head, critic_num_layers for the critic?)')
     return {'adapter': adapter, 'heads': heads, 'state': st}
 
 @patch

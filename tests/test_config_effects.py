@@ -81,9 +81,9 @@ CHANGES = {
     'critic_learning_rate': (0.1, {'algorithm': 'ppo'}),
     'critic_warmup': (1, {'algorithm': 'ppo'}),
     'ppo_kl_coef': (0.5, {'algorithm': 'ppo'}),
-    'value_num_layers': (1, {'algorithm': 'ppo'}),
-    'value_detach': (False, {'algorithm': 'ppo'}),
-    'vf_coef': (0.1, {'algorithm': 'ppo', 'value_detach': False}),
+    'critic_num_layers': (1, {'algorithm': 'ppo'}),
+    'critic_detach': (False, {'algorithm': 'ppo'}),
+    'vf_coef': (0.1, {'algorithm': 'ppo', 'critic_detach': False}),
 }
 # The arith task's fields need a model that reads words and has a chat template: SmolLM2-135M-Instruct, one tiny step
 SMOL = dict(model_name_or_path='smollm2-135m-instruct', task='arith', prompts_per_step=2, num_generations=2,

@@ -18,7 +18,7 @@ def result(tmp_path_factory):
 
 def test_compare_same_start_histories_and_summary(result):
     res, out = result
-    assert list(res.histories) == ['flowrl', 'grpo', 'reinforce_pp']
+    assert list(res.histories) == ['flowrl', 'grpo', 'reinforce_pp', 'ppo']
     for name, h in res.histories.items():
         assert [m['step'] for m in h] == [0, 1, 2, 3]
         assert [('coverage/correct_mass' in m) for m in h] == [True, False, True, True]   # start, every 2nd, last
@@ -46,7 +46,7 @@ def test_files_are_written_and_the_report_is_offline(result):
     res, out = result
     assert sorted(p.name for p in out.iterdir()) == ['report.html', 'runs', 'summary.json']
     s = json.loads((out / 'summary.json').read_text())
-    assert set(s['runs']) == {'flowrl', 'grpo', 'reinforce_pp'} and s['config']['task_max_digits'] == 2
+    assert set(s['runs']) == {'flowrl', 'grpo', 'reinforce_pp', 'ppo'} and s['config']['task_max_digits'] == 2
     page = (out / 'report.html').read_text()
     assert page.count('* plotly.js v') == 1                      # plotly.js inlined exactly once
     assert not re.search(r'<script[^>]+src=|<link[^>]+href=["\']?http', page)   # nothing fetched from the network

@@ -42,35 +42,42 @@ def test_value_loss_is_clipped_around_the_old_values():
     logp = torch.zeros(2, 2, requires_grad=True)
     old_v, ret = torch.zeros(2, 2), torch.ones(2, 2)
     v = torch.tensor([[2.0, 0.1], [0.4, 0.6]], requires_grad=True)
-    _, m = ppo_loss(logp, torch.zeros(2, 2), torch.zeros(2, 2), torch.ones(2, 2), v, old_v, ret, cliprange_value=0.5)
+    loss, m = ppo_loss(logp, torch.zeros(2, 2), torch.zeros(2, 2), torch.ones(2, 2), v, old_v, ret, cliprange_value=0.5)
     # per token max((v−1)², (clip(v, −0.5, 0.5)−1)²): 2.0 → max(1, 0.25); 0.1 → 0.81; 0.4 → 0.36; 0.6 → max(0.16, 0.25)
     assert math.isclose(m['critic/vf_loss'], 0.5 * (1 + 0.81 + 0.36 + 0.25) / 4, rel_tol=1e-6)
     assert math.isclose(m['critic/vf_clipfrac'], 0.25)
+    loss.backward()
+    # ½·mean of the worse error: d/dv = (v − 1)/4 where the unclipped error wins, 0 where the clip wins (its clamp is flat)
+    torch.testing.assert_close(v.grad, torch.tensor([[0.25, -0.225], [-0.15, 0.0]]))
 
 
-def test_the_critic_is_outside_peft_and_its_values_come_from_the_policy_forward(tmp_path):
+def test_the_critic_is_outside_peft_with_its_own_lr_and_its_own_clip(tmp_path, monkeypatch):
     from flowrl_nb.trainer import Trainer
     tr = Trainer(FlowRLConfig(algorithm='ppo', prompts_per_step=4, num_generations=4, save_steps=0, coverage_steps=0,
                               output_dir=str(tmp_path / 'run')))
-    head = tr.heads['value']
+    head = tr.heads['critic']
     assert not any(p is q for p in head.parameters() for q in tr.model.parameters())      # not a PEFT module
     names = [g['name'] for g in tr.optimizer.param_groups]
-    assert names == ['policy', 'value'] and tr.optimizer.param_groups[1]['lr'] == FlowRLConfig().critic_learning_rate
+    assert names == ['policy', 'critic'] and tr.optimizer.param_groups[1]['lr'] == FlowRLConfig().critic_learning_rate
+    # every gradient clip the trainer applies, with the parameters it covers
+    clips, clip = [], torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, 'clip_grad_norm_', lambda ps, *a, **k: (clips.append({id(p) for p in ps}), clip(ps, *a, **k))[1])
     m = tr.train_step()
-    assert m['optim/value_lr'] == FlowRLConfig().critic_learning_rate and m['optim/value_grad_norm'] > 0
-    # the policy's gradient norm is clipped without the critic's: a huge value-loss gradient would not shrink it
-    assert m['actor/grad_norm'] != m['optim/value_grad_norm']
+    critic = {id(p) for p in head.parameters()}
+    policy = {id(p) for p in tr.model.parameters() if p.requires_grad}
+    assert clips and clips[0] == policy and clips[1] == critic, 'the policy and the critic are clipped apart, each on its own'
+    assert m['optim/critic_lr'] == FlowRLConfig().critic_learning_rate and m['optim/critic_grad_norm'] > 0
 
 
 def test_critic_warmup_trains_only_the_critic(tmp_path):
     from flowrl_nb.trainer import Trainer
     tr = Trainer(FlowRLConfig(algorithm='ppo', prompts_per_step=4, num_generations=4, save_steps=0, coverage_steps=0,
-                              critic_warmup=1, output_dir=str(tmp_path / 'run')))
+                              critic_warmup=1, weight_decay=0.1, output_dir=str(tmp_path / 'run')))  # decay would move a stepped policy
     lora = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
-    head = [p.detach().clone() for p in tr.heads['value'].parameters()]
+    head = [p.detach().clone() for p in tr.heads['critic'].parameters()]
     tr.train_step()   # step 1: warm-up
     assert all(torch.equal(lora[n], p) for n, p in tr.model.named_parameters() if p.requires_grad), 'the policy moved in the warm-up'
-    assert any(not torch.equal(a, b) for a, b in zip(head, tr.heads['value'].parameters())), 'the critic did not train'
+    assert any(not torch.equal(a, b) for a, b in zip(head, tr.heads['critic'].parameters())), 'the critic did not train'
     tr.train_step()   # step 2: both
     assert any(not torch.equal(lora[n], p) for n, p in tr.model.named_parameters() if p.requires_grad)
 

@@ -40,7 +40,7 @@ def test_report_reads_top_down_at_1400px(tmp_path):
             heads = page.eval_on_selector_all('h2', 'hs => hs.map(h => h.textContent)')
             assert heads[:3] == ['Verdict', 'Summary', 'Settings'], heads
             intro = page.inner_text('body > p')
-            assert '3 runs (flowrl, grpo, reinforce_pp), 4 steps each' in intro and 'Digit sum: each prompt' in intro, intro
+            assert '4 runs (flowrl, grpo, reinforce_pp, ppo), 4 steps each' in intro and 'Digit sum: each prompt' in intro, intro
             verdict_box = page.locator('ul.verdict').bounding_box()
             assert verdict_box['y'] + 40 < 900, verdict_box   # its first sentence is on the first screen
             assert page.locator('ul.verdict li').first.inner_text().startswith('Closest to the target: ')

@@ -33,8 +33,8 @@ def test_each_algorithm_trains_and_moves_the_adapter(tmp_path, algorithm):
     if algorithm == 'flowrl':
         assert {'actor/log_z', 'actor/delta_abs', 'actor/importance_weight', 'actor/ref_kl'} <= set(hist[-1])
     if algorithm == 'ppo':  # the critic's metrics under veRL's names, its own clip and learning rate
-        assert {'critic/vf_loss', 'critic/vf_explained_var', 'optim/value_grad_norm', 'optim/value_lr'} <= set(hist[-1])
-        assert (tr.last_checkpoint / 'value_head.safetensors').exists()
+        assert {'critic/vf_loss', 'critic/vf_explained_var', 'optim/critic_grad_norm', 'optim/critic_lr'} <= set(hist[-1])
+        assert (tr.last_checkpoint / 'critic_head.safetensors').exists()
     # the run can be read back
     run = load_run(tr.run_dir)
     assert [m['step'] for m in run.metrics] == [1, 2] and run.config.algorithm == algorithm
