@@ -118,7 +118,7 @@ class FlowRL(Algorithm):
         uses = {'cap': ['is_cap'], 'clip': ['epsilon', 'epsilon_high'], 'geo_clip': ['epsilon', 'epsilon_high']}.get(c['is_mode'], [])
         return [k for k in cls.controls if k not in ('is_cap', 'epsilon', 'epsilon_high') or k in uses]
 
-# %% ../nbs/08a_algorithms.ipynb #36c97bc0
+# %% ../nbs/08a_algorithms.ipynb #a9324717
 def mark_z_init_pending(head:torch.nn.Module):
     "Give `head` the persistent flag `z_init_done` (False): `init_log_z` will set its start from the first batch."
     head.register_buffer('z_init_done', torch.zeros((), dtype=torch.bool))
