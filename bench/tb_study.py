@@ -39,10 +39,13 @@ SEARCH = [
     ('tb b30 lr1e-3 zlr1e-1', tb(beta=30.0, zlr=1e-1), (0,)),
     ('tb b10 lr1e-3 zlr1e-1', tb(beta=10.0, zlr=1e-1), (0,)),
     ('tb b5 lr1e-3 zlr1e-1', tb(beta=5.0, zlr=1e-1), (0,)),
+    ('tb b15 lr1e-3 zlr3e-2', tb(zlr=3e-2), (0,)),
+    ('tb b15 lr1e-3 zlr1e-1 zdrop0', tb(zlr=1e-1, z_dropout=0.0), (0,)),
 ]
 # phase 2: the settings measured over five seeds at 300 steps (chosen from phase 1; see the explanation page)
 SEEDS = (0, 1, 2, 3, 4)
 SETTINGS = {
+    'flowrl-tb': tb(zlr=1e-1),
     'flowrl (released)': dict(algorithm='flowrl'),
     'grpo': dict(algorithm='grpo'),
     'reinforce_pp': dict(algorithm='reinforce_pp'),

@@ -12,8 +12,8 @@ from .experiments import compare, demo_config, markdown_table
 from .sweep import trajectory
 
 # %% auto #0
-__all__ = ['STUDY_METRICS', 'seed_runs', 'study_records', 'seed_study', 'seed_stats', 'ranking', 'fmt_stat', 'seed_table',
-           'save_study', 'load_study']
+__all__ = ['STUDY_METRICS', 'STUDY_PANELS', 'seed_runs', 'study_records', 'seed_study', 'seed_stats', 'ranking', 'fmt_stat',
+           'seed_table', 'seed_figure', 'save_study', 'load_study']
 
 # %% ../nbs/18a_seeds.ipynb #bbbb7eba
 def seed_runs(settings:dict, # setting name -> the config fields it changes (e.g. {'grpo': {'algorithm': 'grpo'}})
@@ -96,6 +96,45 @@ def seed_table(stats:dict, step:int, # `seed_stats` output and the step to show
     labels = labels or {}
     rows = [[name] + [fmt_stat(by[step][m], digits) for m in metrics] for name, by in stats.items() if step in by]
     return markdown_table(['setting'] + [labels.get(m, m.split('/')[-1]) for m in metrics], rows)
+
+# %% ../nbs/18a_seeds.ipynb #fee6fdd1
+STUDY_PANELS = (('coverage/kl_pi_target_inf', 'KL(π_C ‖ p*_∞)'), ('coverage/effective_modes', 'effective correct modes'))
+
+def seed_figure(records:list, # `study_records`, or a saved study's records
+                steps=(90, 300), # the steps drawn: all but the last as open markers, the last filled with its mean ± sd
+                panels=STUDY_PANELS, # (metric, title) per panel, each against correct mass V
+                x:str='coverage/correct_mass'):
+    "One point per run and step on V against each panel's metric, coloured by setting; the last step's mean ± sd per setting."
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    from flowrl_nb.core import COLORS
+    stats = seed_stats(records, steps, [x] + [k for k, _ in panels])
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[f'{t} vs correct mass V' for _, t in panels], horizontal_spacing=0.08)
+    for i, (setting, by) in enumerate(stats.items()):
+        color = COLORS[i % len(COLORS)]
+        runs = sorted((r for r in records if r['setting'] == setting), key=lambda r: r['seed'])
+        for col, (key, _) in enumerate(panels, start=1):
+            for j, step in enumerate(steps):
+                pts = [(r['seed'], p) for r in runs for p in r['trajectory'] if p['step'] == step]
+                if not pts: continue
+                last = j == len(steps) - 1
+                fig.add_trace(go.Scatter(
+                    x=[p[x] for _, p in pts], y=[p[key] for _, p in pts], mode='markers', legendgroup=setting,
+                    name=f'{setting}, step {step}', showlegend=col == 1,
+                    marker=dict(size=9, color=color, symbol='circle' if last else 'circle-open', line=dict(width=1.5, color=color)),
+                    hovertemplate=[f'{setting} seed {s}, step {step}<br>V %{{x:.3f}}<br>{key.split("/")[-1]} %{{y:.3f}}<extra></extra>'
+                                   for s, _ in pts]), row=1, col=col)
+            step = steps[-1]
+            if step in by:
+                sx, sy = by[step][x], by[step][key]
+                fig.add_trace(go.Scatter(x=[sx['mean']], y=[sy['mean']], mode='markers', legendgroup=setting, showlegend=False,
+                                         error_x=dict(array=[sx['sd']], color=color), error_y=dict(array=[sy['sd']], color=color),
+                                         marker=dict(symbol='x', size=12, color=color),
+                                         hovertemplate=f'{setting}, step {step}: mean over {sx["n"]} seeds<extra></extra>'),
+                              row=1, col=col)
+    fig.update_xaxes(title_text='correct mass V')
+    fig.update_layout(height=430, margin=dict(t=40, b=40), legend=dict(font=dict(size=10)))
+    return fig
 
 # %% ../nbs/18a_seeds.ipynb #90dc1286
 def save_study(path, # the JSON file to write
