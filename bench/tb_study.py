@@ -46,6 +46,7 @@ SEARCH = [
 SEEDS = (0, 1, 2, 3, 4)
 SETTINGS = {
     'flowrl-tb': tb(zlr=1e-1),
+    'flowrl-tb b10': tb(beta=10.0, zlr=1e-1),
     'flowrl (released)': dict(algorithm='flowrl'),
     'grpo': dict(algorithm='grpo'),
     'reinforce_pp': dict(algorithm='reinforce_pp'),
