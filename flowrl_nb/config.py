@@ -424,3 +424,7 @@ def preset(cls:FlowRLConfig, name:str, # a key of `PRESETS`, e.g. "smollm2-arith
     check_choice('preset', name, tuple(PRESETS))
     _check_names(overrides)
     return cls(**{**PRESETS[name], **overrides})
+
+# %% ../nbs/01_config.ipynb #ebccbe5f
+PRESETS['flowrl-tb'] = dict(  # exact trajectory balance, tuned on the digit-sum task (issue 21): see the notes above
+    algorithm='flowrl', reward_form='raw', length_norm='sum', beta=10.0, learning_rate=1e-3, z_learning_rate=0.1)

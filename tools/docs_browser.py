@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / '_docs'
 SHOTS = ROOT / 'build' / 'docs-screenshots'
-DEFAULT_PAGES = ('index.html', 'tutorials/reading_the_objective.html', 'tutorials/flowrl_on_a_real_llm.html')
+DEFAULT_PAGES = ('index.html', 'tutorials/reading_the_objective.html', 'tutorials/flowrl_on_a_real_llm.html',
+                 'explanations/when_does_flowrl_match.html', 'seeds.html')  # the last two: issue 21's study and its module
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync']
 
