@@ -45,8 +45,8 @@ SEARCH = [
 # phase 2: the settings measured over five seeds at 300 steps (chosen from phase 1; see the explanation page)
 SEEDS = (0, 1, 2, 3, 4)
 SETTINGS = {
-    'flowrl-tb': tb(zlr=1e-1),
-    'flowrl-tb b10': tb(beta=10.0, zlr=1e-1),
+    'flowrl-tb': tb(beta=10.0, zlr=1e-1),   # = PRESETS['flowrl-tb'] (flowrl_nb.config)
+    'tb b15': tb(zlr=1e-1),
     'flowrl (released)': dict(algorithm='flowrl'),
     'grpo': dict(algorithm='grpo'),
     'reinforce_pp': dict(algorithm='reinforce_pp'),
