@@ -12,7 +12,8 @@ from .objective import reinforce_pp_advantages, reinforce_pp_loss
 from .model import make_value_head, make_z_head
 
 # %% auto #0
-__all__ = ['ALGORITHM_CLASSES', 'Experience', 'Algorithm', 'register', 'make_algorithm', 'FlowRL', 'GRPO', 'ReinforcePP', 'PPO']
+__all__ = ['ALGORITHM_CLASSES', 'Experience', 'Algorithm', 'register', 'make_algorithm', 'FlowRL', 'mark_z_init_pending',
+           'first_batch_log_z', 'init_log_z', 'GRPO', 'ReinforcePP', 'PPO']
 
 # %% ../nbs/08a_algorithms.ipynb #62f6b001
 @dataclass
@@ -103,6 +104,7 @@ class FlowRL(Algorithm):
 
     def heads(self, model) -> dict:
         self.z_head = make_z_head(model, self.config)  # outside PEFT, fp32, never quantised
+        if self.config.z_init == 'first_batch': mark_z_init_pending(self.z_head)
         return {'z': self.z_head}
 
     def head_lr(self, name:str, c:dict) -> float: return c['z_learning_rate']
@@ -110,7 +112,10 @@ class FlowRL(Algorithm):
     def forward_kwargs(self) -> dict:  # log Z from the same forward as log π_θ
         return dict(z_head=self.z_head, z_detach=self.config.z_detach, exclude_last=self.config.z_exclude_last)
 
-    def advantages(self, exp:Experience) -> torch.Tensor: return group_advantages(exp.rewards, exp.group_size)
+    def advantages(self, exp:Experience) -> torch.Tensor:
+        adv = group_advantages(exp.rewards, exp.group_size)
+        if self.config.z_init == 'first_batch': init_log_z(self.z_head, exp, adv, self.config)  # once: a no-op after
+        return adv
 
     def loss(self, out, mb:Experience, c:dict) -> tuple:
         return flowrl_loss(out.logp, mb.ref, mb.old, out.log_z, mb.adv, mb.mask, beta=c['beta'],
@@ -121,6 +126,35 @@ class FlowRL(Algorithm):
     def relevant_controls(cls, c:dict) -> list:
         uses = {'cap': ['is_cap'], 'clip': ['epsilon', 'epsilon_high'], 'geo_clip': ['epsilon', 'epsilon_high']}.get(c['is_mode'], [])
         return [k for k in cls.controls if k not in ('is_cap', 'epsilon', 'epsilon_high') or k in uses]
+
+# %% ../nbs/08a_algorithms.ipynb #a9324717
+def mark_z_init_pending(head:torch.nn.Module):
+    "Give `head` the persistent flag `z_init_done` (False): `init_log_z` will set its start from the first batch."
+    head.register_buffer('z_init_done', torch.zeros((), dtype=torch.bool))
+
+def first_batch_log_z(exp:Experience, # the first rollout batch (log π_old = log π_θ: nothing has trained yet)
+                      adv:torch.Tensor, # (B,) its group advantages r̂
+                      beta:float, # β
+                      reward_form:str='adv', # 'adv' (β·r̂) or 'raw' (β·r), as in `flowrl_loss`
+                      length_norm:str='mean', # 'mean' or 'sum' log-probs, as in `flowrl_loss`
+                     ) -> float:
+    "The least-squares constant log Z for this batch: mean over scored samples of β·r + lp_ref − lp (−δ at log Z = 0)."
+    ok = ~exp.rewards.isnan()
+    if not ok.any(): raise ValueError('the first rollout batch has no scored sample: z_init="first_batch" has nothing to start log Z from')
+    m = exp.mask
+    agg = (lambda x: (x * m).sum(-1)) if length_norm == 'sum' else (lambda x: (x * m).sum(-1) / m.sum(-1))
+    r = exp.rewards if reward_form == 'raw' else adv
+    return float((beta * r + agg(exp.ref) - agg(exp.old))[ok].mean())
+
+@torch.no_grad()
+def init_log_z(head:torch.nn.Module, # a `ProjZ` marked by `mark_z_init_pending`
+               exp:Experience, adv:torch.Tensor, config:FlowRLConfig) -> bool:
+    "Once per head: zero the output layer's weights and set its bias to `first_batch_log_z`; True if it did so now."
+    if bool(head.z_init_done): return False
+    out = head.net[-1]
+    out.weight.zero_(); out.bias.fill_(first_batch_log_z(exp, adv, config.beta, config.reward_form, config.length_norm))
+    head.z_init_done.fill_(True)
+    return True
 
 # %% ../nbs/08a_algorithms.ipynb #43988fc9
 @register

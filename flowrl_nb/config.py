@@ -14,9 +14,9 @@ from .core import atomic_write_text, check_choice, did_you_mean
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'QUANTIZATIONS', 'TORCH_DTYPES', 'IS_MODES', 'LOSS_AGGS', 'REF_FORWARDS', 'WARMUP_UNITS',
-           'COVERAGE_MODES', 'REWARD_FORMS', 'LENGTH_NORMS', 'ROLLOUT_ENGINES', 'VLLM_DTYPES', 'AUTO', 'VLLM_TIS_CAP',
-           'REWARDS', 'TASK_NAMES', 'LORA_TARGETS', 'LIVE_FIELDS', 'FIELD_CHECKS', 'VLLM_DEFAULTS', 'CROSS_CHECKS',
-           'FIELD_NAMES', 'PRESETS', 'PRESET_DESCRIPTIONS', 'FlowRLConfig', 'field_docs']
+           'COVERAGE_MODES', 'REWARD_FORMS', 'LENGTH_NORMS', 'Z_INITS', 'ROLLOUT_ENGINES', 'VLLM_DTYPES', 'AUTO',
+           'VLLM_TIS_CAP', 'REWARDS', 'TASK_NAMES', 'LORA_TARGETS', 'LIVE_FIELDS', 'FIELD_CHECKS', 'VLLM_DEFAULTS',
+           'CROSS_CHECKS', 'FIELD_NAMES', 'PRESETS', 'PRESET_DESCRIPTIONS', 'FlowRLConfig', 'field_docs']
 
 # %% ../nbs/01_config.ipynb #04d854b6
 ALGORITHMS = ('flowrl', 'grpo', 'reinforce_pp', 'ppo')
@@ -29,6 +29,7 @@ WARMUP_UNITS = ('optimizer_step', 'rollout_step')  # what warmup_steps counts; r
 COVERAGE_MODES = ('background', 'inline')  # where exact coverage is measured: beside training, or inside the step
 REWARD_FORMS = ('adv', 'raw')     # FlowRL: β·r̂ (as released) or β·r (raw reward, trajectory balance)
 LENGTH_NORMS = ('mean', 'sum')    # FlowRL: token-mean log-probs (as released) or summed (exact trajectory balance)
+Z_INITS = ('default', 'first_batch')  # FlowRL's Z head: PyTorch's initialisation (as released) or log Z from the first batch
 ROLLOUT_ENGINES = ('hf', 'vllm')
 VLLM_DTYPES = ('auto', 'float32', 'bfloat16', 'float16')  # auto: the policy's own precision
 AUTO = 'auto'                     # tis_cap='auto': chosen by the trainer from the rollout engine
@@ -101,7 +102,7 @@ FIELD_CHECKS = dict(
     vllm_gpu_memory_utilization=_interval(0, 1, lo_open=True),
     train_file=_optional(_non_empty), reward=_choice(REWARDS), eval_file=_optional(_non_empty),
     eval_steps=_nonneg, eval_n=_at_least_1, eval_limit=_optional(_at_least_1),
-    z_num_layers=_at_least_1, z_dropout=_prob,
+    z_num_layers=_at_least_1, z_dropout=_prob, z_init=_choice(Z_INITS),
     gamma=_interval(0, 1), lam=_interval(0, 1), cliprange_value=_interval(0, 1e6, lo_open=True), vf_coef=_interval(0, 1e6, lo_open=True),
     critic_learning_rate=_interval(0, 10), critic_warmup=_nonneg, ppo_kl_coef=_interval(0, 1e3), critic_num_layers=_at_least_1,
     task=_choice(TASK_NAMES), task_min_target=_at_least_1, task_max_target=_at_least_1, task_max_digits=_at_least_1,
@@ -291,6 +292,7 @@ class FlowRLConfig:
     z_dropout:float=0.1 # dropout in the log Z MLP
     z_detach:bool=False # detach the Z head's input from the policy
     z_exclude_last:bool=False # drop the last prompt token from the pooling (the recipe's off-by-one)
+    z_init:str='default' # the Z head's start: 'default' (as released) or 'first_batch' (log Z = the first batch's mean residual)
     # PPO: the critic and GAE (defaults: veRL's PPO, the FlowRL paper's baseline; see the PPO section of flowrl_nb.objective)
     gamma:float=1.0 # GAE discount γ (veRL's algorithm.gamma)
     lam:float=1.0 # GAE λ (veRL's algorithm.lam)
@@ -472,3 +474,8 @@ def preset(cls:FlowRLConfig, name:str, # a key of `PRESETS`, e.g. "smollm2-arith
     check_choice('preset', name, tuple(PRESETS))
     _check_names(overrides)
     return cls(**{**PRESETS[name], **overrides})
+
+# %% ../nbs/01_config.ipynb #ebccbe5f
+PRESETS['flowrl-tb'] = dict(  # exact trajectory balance, tuned on the digit-sum task (issue 21): see the notes above
+    algorithm='flowrl', reward_form='raw', length_norm='sum', beta=10.0, learning_rate=1e-3, z_learning_rate=0.1)
+PRESET_DESCRIPTIONS['flowrl-tb'] = 'FlowRL as exact trajectory balance, tuned to match the target on the built-in task'

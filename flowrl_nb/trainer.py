@@ -609,7 +609,7 @@ def train_step(self:Trainer, last:bool=False) -> dict:
 KEEP_CHECKPOINTS = 2
 # fields that shape what a checkpoint holds: a resumed run must keep them (live fields and budgets may change)
 STATE_FIELDS = ('algorithm', 'model_name_or_path', 'quantization', 'lora_r', 'lora_alpha', 'lora_target_modules',
-                'z_num_layers', 'critic_num_layers')
+                'z_num_layers', 'z_init', 'critic_num_layers')  # z_init: a first_batch head carries its 'initialised' flag
 
 class CheckpointError(ValueError):
     "A checkpoint directory that cannot be restored (missing, truncated or garbage files, or another run's shapes)."

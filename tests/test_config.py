@@ -95,6 +95,7 @@ BAD = [
     (dict(z_dropout=1), 'z_dropout must be in [0, 1), got 1.0'),
     (dict(z_detach='sometimes'), "z_detach must be true or false, got 'sometimes'"),
     (dict(z_exclude_last=2), 'z_exclude_last must be true or false, got 2'),
+    (dict(z_init='first'), 'z_init must be one of \'default\', \'first_batch\', got \'first\' (did you mean "first_batch"?)'),
     (dict(task=''), "task must be one of 'digit_sum', 'arith', got ''"),
     (dict(task=3), 'task must be a string, got 3'),
     (dict(task_min_target=0), 'task_min_target must be >= 1, got 0'),

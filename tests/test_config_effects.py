@@ -60,6 +60,7 @@ CHANGES = {
     'z_dropout': (0.0, {}),
     'z_detach': (True, {}),
     'z_exclude_last': (True, {}),
+    'z_init': ('first_batch', {'reward_form': 'raw', 'length_norm': 'sum'}),
     'task_min_target': (10, {}),
     'task_max_target': (10, {}),
     'task_max_digits': (2, {'max_completion_length': 4}),

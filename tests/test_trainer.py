@@ -153,6 +153,22 @@ def test_resume_is_exact(tmp_path, algorithm):
     assert strip_times(straight[3:]) == strip_times(resumed)
 
 
+def test_z_init_first_batch_starts_log_z_at_the_first_batch_and_resumes_exactly(tmp_path):
+    "z_init='first_batch': log Z starts at the first batch's mean residual (tens of nats for exact TB), once; a resume neither repeats it nor may change it."
+    tb = dict(reward_form='raw', length_norm='sum', z_init='first_batch', save_steps=2)
+    straight = Trainer(cfg(tmp_path, 'a', **tb)).train(4)
+    frozen = {**tb, 'z_learning_rate': 0.0, 'save_steps': 0}  # a frozen head shows its start at every step
+    default = [m['actor/log_z'] for m in Trainer(cfg(tmp_path, 'd', **{**frozen, 'z_init': 'default'})).train(2)]
+    first = [m['actor/log_z'] for m in Trainer(cfg(tmp_path, 'f', **frozen)).train(2)]
+    assert max(map(abs, default)) < 1                                  # PyTorch's start: near 0
+    assert first[0] > 2 and first[0] == pytest.approx(first[1], abs=1e-5)  # β·r summed in: one constant, set once
+    tr = Trainer(cfg(tmp_path, 'b', **tb)); tr.train(2); del tr
+    tr2 = Trainer.resume(tmp_path / 'b')
+    assert bool(tr2.heads['z'].z_init_done)
+    assert strip_times(straight) == strip_times(load_run(tmp_path / 'b').metrics[:2] + tr2.train(2))
+    with pytest.raises(ValueError, match='z_init'): Trainer.resume(tmp_path / 'b', z_init='default')
+
+
 def test_checkpoint_adapter_loads_with_plain_peft(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -22,7 +22,7 @@ SHOTS = ROOT / 'build' / 'docs-screenshots'
 WIDTH, HEIGHT = 1400, 900
 # home; a tutorial with a table (display(Markdown(...))); a page of printed tables; the trainer's API; formulas
 SHOT_PAGES = ('index.html', 'tutorials/flowrl_in_five_minutes.html', 'explanations/when_does_flowrl_match.html',
-              'trainer.html', 'tutorials/reading_the_objective.html')
+              'trainer.html', 'tutorials/reading_the_objective.html', 'seeds.html')  # seeds: issue 21's study module
 DEFAULT_PAGES = SHOT_PAGES
 CLOSE_UPS = {'trainer.html': ('trainer', '.output_markdown:has(#trainer)')}  # page: (name, a block to screenshot up close)
 SEARCH = ('importance weight', 'objective.html#the-importance-weight')  # a query, and the section a top result must be
