@@ -96,14 +96,15 @@ def cmd_train(args):
     return 0
 
 # %% ../nbs/10_cli.ipynb #d2cac64f
-def _run_compare(cfg, args) -> int:
+def _run_compare(cfg, args, runs=None) -> int:
     import torch
     from flowrl_nb.experiments import compare
     if args.threads: torch.set_num_threads(args.threads)
     out = Path(args.out)
-    print(f'comparing {", ".join(args.algos)} for {args.steps or cfg.max_steps} steps each; output in {out}', flush=True)
+    runs = runs or {a: {'algorithm': a} for a in args.algos}
+    print(f'comparing {", ".join(runs)} for {args.steps or cfg.max_steps} steps each; output in {out}', flush=True)
     t0 = time.time()
-    with _set_aside_as_notes(): res = compare(cfg, algorithms=tuple(args.algos), steps=args.steps, out_dir=out, workers=args.workers)
+    with _set_aside_as_notes(): res = compare(cfg, runs=runs, steps=args.steps, out_dir=out, workers=args.workers)
     from flowrl_nb.experiments import text_table, verdict
     summary = res.summary
     print('\n' + '\n'.join(f'* {s}' for s in verdict(summary)).replace('`', '') + '\n', flush=True)
@@ -117,9 +118,9 @@ def cmd_compare(args):
     return _run_compare(build_config(args.config, args.set or (), preset=args.preset), args)
 
 def cmd_demo(args):
-    "`compare` with the built-in demo defaults."
-    from flowrl_nb.experiments import demo_config
-    return _run_compare(build_config(args.config, args.set or (), base=demo_config()), args)
+    "`compare` with the built-in demo defaults and runs (FlowRL as released and as `flowrl-tb`, then the baselines)."
+    from flowrl_nb.experiments import demo_config, demo_runs
+    return _run_compare(build_config(args.config, args.set or (), base=demo_config()), args, runs=demo_runs(tuple(args.algos)))
 
 # %% ../nbs/10_cli.ipynb #397610e9
 def cmd_sweep(args):
@@ -234,9 +235,10 @@ def make_parser():
              'Train the chosen algorithms from the same model, seed and prompts, measure how much of FlowRL\'s target '
              'distribution each keeps (exactly, on the built-in task), and write DIR/summary.json, DIR/report.html and '
              'one run directory per algorithm under DIR/runs/.'),
-            ('demo', cmd_demo, 'the main demo: compare FlowRL, GRPO and REINFORCE++ on the built-in tiny model (CPU)',
-             '`compare` with the demo\'s defaults (90 steps each, exact coverage every 30) into runs/demo: prints the '
-             'verdict and the summary table, and writes runs/demo/report.html.')):
+            ('demo', cmd_demo, 'the main demo: FlowRL (as released and tuned) next to GRPO, REINFORCE++ and PPO on the built-in tiny model (CPU)',
+             '`compare` with the demo\'s defaults (90 steps each, exact coverage every 30) into runs/demo: FlowRL as released, '
+             'FlowRL as tuned exact trajectory balance (the flowrl-tb preset), GRPO, REINFORCE++ and PPO; --algos keeps the runs '
+             'of the algorithms it names. Prints the verdict and the summary table, and writes runs/demo/report.html.')):
         c = command(name, help_, desc)
         c.add_argument('--config', help='YAML or JSON file of FlowRLConfig fields' + (' (replaces the demo defaults)' if name == 'demo' else ''))
         c.add_argument('--set', action='append', metavar='KEY=VALUE', help='override one config field (repeatable)')

@@ -16,7 +16,7 @@ from .charts import distribution_figure, metrics_figure, tradeoff_figure
 __all__ = ['SUMMARY_COLUMNS', 'COLUMNS', 'TABLE_COLUMNS', 'TARGET_ROW', 'SHARED_SETTINGS', 'DEMO_OVERRIDES', 'Comparison',
            'summarize', 'fmt_cell', 'markdown_table', 'html_table', 'target_note', 'summary_table', 'text_table',
            'verdict', 'algorithm_names', 'run_dir_name', 'default_workers', 'compare', 'run_settings', 'report_html',
-           'html_page', 'demo_config']
+           'html_page', 'demo_config', 'demo_runs']
 
 # %% ../nbs/12_experiments.ipynb #f6e9a4bb
 @dataclass
@@ -468,3 +468,12 @@ def demo_config(**overrides, # config fields to change on top of the demo's
                ) -> FlowRLConfig:
     "The demo's config: `FlowRLConfig()` with `DEMO_OVERRIDES`, then `overrides`."
     return FlowRLConfig().replace(**{**DEMO_OVERRIDES, **overrides})
+
+def demo_runs(algorithms=ALGORITHMS, # keep the runs of these algorithms
+             ) -> dict:
+    "The demo's runs {name: overrides}: FlowRL as released and as tuned exact trajectory balance (`flowrl-tb`), then each baseline."
+    from flowrl_nb.config import PRESETS
+    runs = {'flowrl': {'algorithm': 'flowrl'}, 'flowrl-tb': dict(PRESETS['flowrl-tb']),
+            **{a: {'algorithm': a} for a in ALGORITHMS if a != 'flowrl'}}
+    keep = algorithm_names(algorithms)
+    return {n: o for n, o in runs.items() if o['algorithm'] in keep}
