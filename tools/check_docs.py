@@ -10,7 +10,8 @@ r"""Check the built docs site (`_docs/`, from `make docs`): `python tools/check_
   section on it), an on-page table of contents listing each h2/h3, previous/next links in sidebar order;
 * what a reader should not see: a path of the machine that built the site (a virtualenv, site-packages, a pytest temp
   folder), a printed Markdown table left as monospace text, a descriptive subscript set in italics (`\pi_{ref}`:
-  write `\pi_{\mathrm{ref}}`), and on the trainer's page a `NoneType=None` signature or a private parameter.
+  write `\pi_{\mathrm{ref}}`), a `NoneType=None` in any signature (the builder shows an unannotated `x=None` as written), or a private
+  parameter in a public signature.
 """
 from __future__ import annotations
 import argparse, ast, functools, importlib, inspect, json, re, sys
@@ -26,7 +27,6 @@ LOCAL_PATH = re.compile(r'/\.venv/|site-packages/|/tmp/pytest-|pytest-of-')
 # a subscript of several letters in italics, as TeX sets `\pi_{ref}` (the product r·e·f) or `\pi_ref` (π_r, then ef)
 ITALIC_SUBSCRIPT = re.compile(r'(?<!\\)_(\{\s*[A-Za-z]{2,}\s*\}|[A-Za-z]{2,})')  # (`\_` is an underscore)
 SEARCH_CHECK = ('importance weight', 'objective.html#the-importance-weight')  # a query, and a section that must hold it
-CLEAN_SIGNATURES = ('trainer.html',)  # pages whose show_doc signatures must not show `NoneType` (unannotated `=None`)
 
 
 @functools.lru_cache(None)
@@ -215,11 +215,10 @@ def check_reader_view(site: Path, nbs: Path, files: list[str], problems: list) -
             if m := ITALIC_SUBSCRIPT.search(span.get_text()):
                 problems.append(f'math: {rel}: {span.get_text()[:80]!r} sets the subscript {m.group(1)!r} in italics '
                                 '(write \\mathrm{...}, as in \\pi_{\\mathrm{ref}})')
-        if rel in CLEAN_SIGNATURES:
-            for box in content.select('.output_markdown'):
-                if box.find(re.compile(r'^h[1-6]$')) and box.find('pre') and 'NoneType' in box.find('pre').get_text():
-                    problems.append(f'signature: {rel}: {box.find(re.compile(r"^h[1-6]$")).get_text().strip("#")} shows a '
-                                    'parameter as NoneType=None: annotate it (e.g. `x:list|None=None`)')
+        for box in content.select('.output_markdown'):  # no signature shows an unannotated `x=None` as `x:NoneType=None`
+            if box.find(re.compile(r'^h[1-6]$')) and box.find('pre') and 'NoneType' in box.find('pre').get_text():
+                problems.append(f'signature: {rel}: {box.find(re.compile(r"^h[1-6]$")).get_text().strip("#")} shows a '
+                                'parameter as NoneType=None: annotate it (e.g. `x:list|None=None`)')
     return dict(search_docs=len(docs), toc_links=ntoc)
 
 

@@ -184,6 +184,9 @@ def _showdoc_markdown(obj) -> str:
     md = BasicMarkdownRenderer(obj)._repr_markdown_()
     nt = _namedtuple_signature(obj)
     if nt: md = re.sub(r'```python\n.*?```', lambda m: f'```python\n{nt[0]}\n```', md, count=1, flags=re.DOTALL)
+    # fastcore infers an unannotated `x=None`'s type from its default and prints `x:NoneType=None`, which no reader wrote
+    # and which reads as "x must be None": show the parameter as it is written
+    md = re.sub(r'```python\n.*?```', lambda m: m.group(0).replace(':NoneType=None', '=None'), md, count=1, flags=re.DOTALL)
     if '#LNone)' in md:  # nbdev could not find the line of the definition: ask inspect
         import inspect
         try: md = md.replace('#LNone)', f'#L{inspect.getsourcelines(inspect.unwrap(obj))[1]})')
