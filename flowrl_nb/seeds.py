@@ -19,7 +19,7 @@ __all__ = ['STUDY_METRICS', 'STUDY_PANELS', 'seed_runs', 'study_records', 'seed_
 def seed_runs(settings:dict, # setting name -> the config fields it changes (e.g. {'grpo': {'algorithm': 'grpo'}})
               seeds=(0, 1, 2, 3, 4), # the seeds each setting runs from
              ) -> dict:
-    "The runs of a seed study as `compare(runs=...)` wants them: '<setting> seed=<s>' → the setting's fields and `seed`."
+    "The runs of a seed study as `compare(runs=...)` wants them: `'<setting> seed=<s>'` → the setting's fields and `seed`."
     if not settings: raise ValueError('settings is empty: give at least one, e.g. {"grpo": {"algorithm": "grpo"}}')
     seeds = [FlowRLConfig.coerce('seed', s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f'seeds must be distinct and at least one, got {seeds}')
